@@ -1,0 +1,34 @@
+# `make demo` and `make test` install whatever is missing, then run.
+# Installing twice downloads nothing twice: the venv is rebuilt only when pyproject.toml changes,
+# pip reuses its wheel cache (torch among them), Maven and Ivy reuse ~/.m2 and ~/.ivy2.5.2.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+JARS_STAMP := $(VENV)/.delta-jars
+
+.PHONY: install demo test lint clean
+
+install: $(STAMP) $(JARS_STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+$(JARS_STAMP): $(STAMP)
+	$(PY) -m rdt_spark.session fetch-jars
+	touch $@
+
+demo: install
+	$(VENV)/bin/rdt demo --config conf/local.yaml
+
+test: install
+	$(VENV)/bin/pytest -q
+
+lint: install
+	$(VENV)/bin/ruff check .
+
+clean:
+	rm -rf lake .pytest_cache

@@ -1,0 +1,41 @@
+"""`rdt <job>`: one sub-command per job, all reading the same validated YAML config."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from jobs import demo, embed, evaluate, generate, index, ingest, query, tokenize, train
+from jobs.config import ConfigError, load_config
+
+JOBS = {
+    "generate": generate, "ingest": ingest, "tokenize": tokenize, "train": train,
+    "embed": embed, "index": index, "query": query, "evaluate": evaluate, "demo": demo,
+}
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="rdt", description="Rheumatic Digital Twin jobs")
+    subs = top.add_subparsers(dest="job", required=True)
+    for name, job in JOBS.items():
+        sub = subs.add_parser(name, help=(job.__doc__ or "").strip().splitlines()[0])
+        sub.add_argument("--config", default="conf/local.yaml", help="YAML config file")
+        sub.add_argument("--lake", help="override the lake root of the config")
+        job.add_arguments(sub)
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    overrides = {"lake": args.lake} if args.lake else {}
+    try:
+        cfg = load_config(args.config, overrides)
+    except ConfigError as err:
+        print(f"rdt: {err}", file=sys.stderr)
+        return 2
+    JOBS[args.job].run(cfg, args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

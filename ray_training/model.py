@@ -1,0 +1,126 @@
+"""The EHR encoder: a small causal Transformer over timeline tokens (nanoGPT-shaped).
+
+Each position sees its token, its age, the gap since the previous event and its normalised value.
+Attention is causal, so the hidden state at position t depends on events 0..t only: the state at
+the last event before a prediction time is that patient-time's embedding, untouched by the future.
+Self-supervised objective: predict the next token.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+@dataclass
+class EHRConfig:
+    vocab_size: int
+    max_seq_len: int = 512
+    d_model: int = 64
+    n_layers: int = 2
+    n_heads: int = 4
+    dropout: float = 0.1
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, cfg: EHRConfig):
+        super().__init__()
+        self.n_heads = cfg.n_heads
+        self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model)
+        self.proj = nn.Linear(cfg.d_model, cfg.d_model)
+        self.resid_drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, T, C = x.shape
+        q, k, v = self.qkv(x).split(C, dim=2)
+        q = q.view(B, T, self.n_heads, C // self.n_heads).transpose(1, 2)  # (B, h, T, hs)
+        k = k.view(B, T, self.n_heads, C // self.n_heads).transpose(1, 2)
+        v = v.view(B, T, self.n_heads, C // self.n_heads).transpose(1, 2)
+        # No dropout on attention weights: it forces the slow materialised-softmax path on CPU.
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)
+        return self.resid_drop(self.proj(y))
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: EHRConfig):
+        super().__init__()
+        self.fc = nn.Linear(cfg.d_model, 4 * cfg.d_model)
+        self.proj = nn.Linear(4 * cfg.d_model, cfg.d_model)
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop(self.proj(F.gelu(self.fc(x))))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: EHRConfig):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(cfg.d_model)
+        self.attn = CausalSelfAttention(cfg)
+        self.ln_2 = nn.LayerNorm(cfg.d_model)
+        self.mlp = MLP(cfg)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x))
+        return x + self.mlp(self.ln_2(x))
+
+
+class EHRTransformer(nn.Module):
+    def __init__(self, cfg: EHRConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.d_model, padding_idx=0)
+        self.pos_emb = nn.Embedding(cfg.max_seq_len, cfg.d_model)
+        # age/100, log1p(gap in days)/10, normalised value, has-value flag -> d_model
+        self.time_value = nn.Linear(4, cfg.d_model)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList([Block(cfg) for _ in range(cfg.n_layers)])
+        self.ln_f = nn.LayerNorm(cfg.d_model)
+        self.head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+        self.head.weight = self.tok_emb.weight  # weight tying
+        self.apply(self._init_weights)
+        for name, p in self.named_parameters():
+            if name.endswith("proj.weight"):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * cfg.n_layers))
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def hidden(
+        self, tokens: torch.Tensor, ages: torch.Tensor, deltas: torch.Tensor,
+        values: torch.Tensor, has_value: torch.Tensor,
+    ) -> torch.Tensor:
+        """(B, T) inputs -> (B, T, d_model) hidden states, each from its own and earlier events."""
+        B, T = tokens.shape
+        assert T <= self.cfg.max_seq_len, f"sequence of {T} > max_seq_len {self.cfg.max_seq_len}"
+        pos = torch.arange(T, device=tokens.device)
+        extra = torch.stack(
+            [ages / 100.0, torch.log1p(deltas.clamp(min=0)) / 10.0, values, has_value], dim=-1
+        )  # (B, T, 4)
+        x = self.drop(self.tok_emb(tokens) + self.pos_emb(pos) + self.time_value(extra))
+        for block in self.blocks:
+            x = block(x)
+        return self.ln_f(x)
+
+    def forward(
+        self, tokens: torch.Tensor, ages: torch.Tensor, deltas: torch.Tensor,
+        values: torch.Tensor, has_value: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Next-token logits (B, T, vocab) and the mean loss over non-padding targets."""
+        logits = self.head(self.hidden(tokens, ages, deltas, values, has_value))
+        targets = tokens[:, 1:].masked_fill(tokens[:, 1:] == 0, -100)
+        loss = F.cross_entropy(
+            logits[:, :-1].reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-100
+        )
+        return logits, loss

@@ -1,0 +1,196 @@
+"""Twin queries: the nearest historical patient-times and what happened to them next.
+
+Neighbours never include the queried patient. With one point per patient (the default), each
+neighbour is a different historical patient, at the time most similar to the query. The
+forecast is the share of usable (uncensored) neighbours who had the event, with a Wilson 95%
+interval, suppressed when fewer than ``min_cell_size`` neighbours are usable.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import scann
+from deltalake import DeltaTable
+
+from ray_training.index import MANIFEST, ROWS, SCALING, current_index_dir, standardise
+
+
+@dataclass
+class Forecast:
+    task: str
+    neighbours: int
+    usable: int
+    events: int | None
+    share: float | None
+    ci_low: float | None
+    ci_high: float | None
+    suppressed: bool
+    note: str
+
+
+def wilson_interval(events: int, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """Wilson score interval for a binomial share; wilson_interval(5, 10) ~ (0.237, 0.763)."""
+    if n == 0:
+        return 0.0, 1.0
+    p = events / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def forecast(neighbours: pd.DataFrame, task: str, min_cell_size: int) -> Forecast:
+    usable = neighbours[~neighbours["censored"]]
+    n, events = len(usable), int(usable["label"].sum())
+    if n < min_cell_size:
+        return Forecast(task, len(neighbours), n, None, None, None, None, True,
+                        f"suppressed: {n} usable neighbours < minimum cell size {min_cell_size}")
+    low, high = wilson_interval(events, n)
+    return Forecast(task, len(neighbours), n, events, events / n, low, high, False,
+                    "share of usable neighbours with the event (Wilson 95% interval)")
+
+
+class TwinIndex:
+    """A built index (all shards) loaded for search."""
+
+    def __init__(self, index_dir: str | Path):
+        self.dir = Path(index_dir)
+        self.manifest = json.loads((self.dir / MANIFEST).read_text())
+        scaling = np.load(self.dir / SCALING)
+        self.mean, self.std = scaling["mean"], scaling["std"]
+        self.shards = []
+        for shard in self.manifest["shards"]:
+            path = self.dir / shard["path"]
+            searcher = scann.scann_ops_pybind.load_searcher(str(path / "scann"))
+            self.shards.append((searcher, pd.read_parquet(path / ROWS)))
+
+    @classmethod
+    def current(cls, run_dir: str) -> TwinIndex:
+        return cls(current_index_dir(run_dir))
+
+    def _search_shard(self, searcher, rows: pd.DataFrame, queries: np.ndarray,
+                      exclude: np.ndarray, k: int, one_per_patient: bool) -> list[pd.DataFrame]:
+        n = len(rows)
+        fetch = min(n, 4 * k)
+        found: list[pd.DataFrame | None] = [None] * len(queries)
+        pending = np.arange(len(queries))
+        subjects = rows["subject_id"].to_numpy()
+        while len(pending):
+            idx, sims = searcher.search_batched(queries[pending], final_num_neighbors=fetch)
+            still = []
+            for j, q in enumerate(pending):
+                keep = (idx[j] >= 0) & (subjects[np.maximum(idx[j], 0)] != exclude[q])
+                hits = rows.iloc[idx[j][keep]].assign(similarity=sims[j][keep])
+                if one_per_patient:
+                    hits = hits.drop_duplicates("subject_id")
+                if len(hits) >= k or fetch >= n:
+                    found[q] = hits.head(k)
+                else:
+                    still.append(q)
+            pending, fetch = np.asarray(still, dtype=int), min(n, fetch * 4)
+        return found
+
+    def search(self, queries: np.ndarray, exclude_subjects: np.ndarray, k: int,
+               one_per_patient: bool = True) -> list[pd.DataFrame]:
+        """Per query, its k nearest reference patient-times, never of ``exclude_subjects[i]``."""
+        queries = standardise(queries, self.mean, self.std)
+        per_shard = [self._search_shard(s, rows, queries, exclude_subjects, k, one_per_patient)
+                     for s, rows in self.shards]
+        merged = []
+        for i in range(len(queries)):
+            hits = pd.concat([found[i] for found in per_shard], ignore_index=True)
+            hits = hits.sort_values("similarity", ascending=False, kind="stable")
+            if one_per_patient:
+                hits = hits.drop_duplicates("subject_id")
+            merged.append(hits.head(k).reset_index(drop=True))
+        return merged
+
+
+class TwinForecaster:
+    """A Ray Data callable class: forecasts for batches of embeddings from the current index."""
+
+    def __init__(self, run_dir: str, k: int, min_cell_size: int, one_per_patient: bool):
+        self.index = TwinIndex.current(run_dir)
+        self.task = self.index.manifest["tasks"]["task"]
+        self.k, self.min_cell, self.one = k, min_cell_size, one_per_patient
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
+        queries = np.stack(batch["embedding"]).astype(np.float32)
+        results = self.index.search(queries, batch["subject_id"], self.k, self.one)
+        forecasts = [forecast(hits, self.task, self.min_cell) for hits in results]
+        return pa.table({
+            "subject_id": pa.array(batch["subject_id"], pa.int64()),
+            "prediction_time": pa.array(batch["prediction_time"], pa.timestamp("us", tz="UTC")),
+            "twin_score": pa.array([f.share for f in forecasts], pa.float64()),
+            "usable_neighbours": pa.array([f.usable for f in forecasts], pa.int64()),
+        })
+
+
+def embedding_at(manifest: dict, subject_id: int, time: pd.Timestamp) -> tuple[pd.Timestamp,
+                                                                               np.ndarray]:
+    """The subject's embedding at its latest prediction time at or before ``time``."""
+    table = DeltaTable(manifest["embeddings"]["path"], version=manifest["embeddings"]["version"])
+    rows = table.to_pyarrow_dataset().to_table(
+        columns=["prediction_time", "embedding"],
+        filter=(pc.field("subject_id") == subject_id)
+        & (pc.field("model_version") == manifest["model_version"])).to_pandas()
+    if rows.empty:
+        raise LookupError(f"subject {subject_id} has no embeddings in "
+                          f"{manifest['embeddings']['path']}@v{manifest['embeddings']['version']}")
+    before = rows[rows["prediction_time"] <= time].sort_values("prediction_time")
+    if before.empty:
+        raise LookupError(f"subject {subject_id} has no prediction time at or before {time}; "
+                          f"the first is {rows['prediction_time'].min()}")
+    last = before.iloc[-1]
+    return last["prediction_time"], np.asarray(last["embedding"], dtype=np.float32)
+
+
+def twin_report(index: TwinIndex, subject_id: int, time: pd.Timestamp, k: int,
+                min_cell_size: int, one_per_patient: bool = True) -> dict:
+    at, vector = embedding_at(index.manifest, subject_id, time)
+    hits = index.search(vector[None, :], np.array([subject_id]), k, one_per_patient)[0]
+    task = index.manifest["tasks"]["task"]
+    return {
+        "subject_id": int(subject_id),
+        "requested_time": time.isoformat(),
+        "prediction_time": at.isoformat(),
+        "model_version": index.manifest["model_version"],
+        "index_version": index.manifest["index_version"],
+        "neighbours": [
+            {"subject_id": int(r.subject_id), "prediction_time": r.prediction_time.isoformat(),
+             "similarity": round(float(r.similarity), 4),
+             "outcome": None if r.censored else bool(r.label)}
+            for r in hits.itertuples()
+        ],
+        "forecast": asdict(forecast(hits, task, min_cell_size)),
+    }
+
+
+def format_report(report: dict, shown: int = 10) -> str:
+    f = report["forecast"]
+    lines = [
+        f"Twin report: subject {report['subject_id']} at {report['prediction_time']} "
+        f"(asked for {report['requested_time']})",
+        f"  model {report['model_version']}, index {report['index_version']}",
+        f"  {len(report['neighbours'])} nearest historical patient-times "
+        f"(the patient itself excluded); the {min(shown, len(report['neighbours']))} closest:",
+        f"  {'subject':>8}  {'prediction time':<25}  {'similarity':>10}  outcome",
+    ]
+    for n in report["neighbours"][:shown]:
+        outcome = "censored" if n["outcome"] is None else ("flare" if n["outcome"] else "no flare")
+        lines.append(f"  {n['subject_id']:>8}  {n['prediction_time']:<25}  "
+                     f"{n['similarity']:>10.4f}  {outcome}")
+    if f["suppressed"]:
+        lines.append(f"  Forecast {f['task']}: {f['note']}")
+    else:
+        lines.append(
+            f"  Forecast {f['task']}: {f['share']:.1%} of {f['usable']} usable neighbours "
+            f"(95% CI {f['ci_low']:.1%} to {f['ci_high']:.1%})")
+    return "\n".join(lines)

@@ -1,0 +1,1 @@
+"""Everything of the Rheumatic Digital Twin that runs on Spark."""

@@ -1,0 +1,86 @@
+"""The one Spark session factory: Delta Lake enabled, master and configs from conf/."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Mapping
+
+import pyspark
+from delta import configure_spark_with_delta_pip
+from pyspark.sql import SparkSession
+
+DELTA_CONF = {
+    "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
+    "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
+    # Keep tables readable by delta-rs (Ray Data's read_delta): no deletion vectors.
+    "spark.databricks.delta.properties.defaults.enableDeletionVectors": "false",
+    "spark.sql.session.timeZone": "UTC",
+}
+
+
+def delta_maven_artifact() -> str:
+    """The Maven coordinate that delta-spark's pip helper asks Ivy to resolve."""
+    spark_major_minor = ".".join(pyspark.__version__.split(".")[:2])
+    delta_version = importlib.metadata.version("delta_spark")
+    return f"io.delta:delta-spark_{spark_major_minor}_2.13:{delta_version}"
+
+
+def spark_session(
+    master: str = "local[*]", app_name: str = "rdt", conf: Mapping[str, str] | None = None
+) -> SparkSession:
+    """Start (or return the running) Spark session with Delta Lake enabled."""
+    # Python workers must run this interpreter (with pandas and pyarrow), not the PATH's python3.
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    builder = SparkSession.builder.master(master).appName(app_name)
+    for key, value in {**DELTA_CONF, **(conf or {})}.items():
+        builder = builder.config(key, str(value))
+    spark = configure_spark_with_delta_pip(builder).getOrCreate()
+    spark.sparkContext.setLogLevel("ERROR")
+    return spark
+
+
+_IVY_MISSING = re.compile(r"download failed: ([^#\s]+)#([^;\s]+);([^!\s]+)!")
+
+
+def _mvn_get(coordinate: str, transitive: bool = True) -> None:
+    subprocess.run(["mvn", "-q", "-B", "-Dstyle.color=never", "dependency:get", f"-Dartifact={coordinate}",
+                    f"-Dtransitive={str(transitive).lower()}"], check=True)
+
+
+def fetch_delta_jars(attempts: int = 6) -> None:
+    """Put the Delta jars and everything Ivy resolves with them into ~/.m2, so later sessions
+    start offline.
+
+    Maven and Ivy settle version conflicts differently: Maven may leave only a POM in ~/.m2 for
+    a version Ivy then picks, and Ivy fails on it. So start Spark once, read which jars Ivy could
+    not find, fetch exactly those with Maven, and repeat until a session starts.
+    """
+    _mvn_get(delta_maven_artifact())
+    probe = [sys.executable, "-c",
+             "from rdt_spark.session import spark_session; "
+             "spark_session('local[1]', 'rdt-setup').stop()"]
+    for _ in range(attempts):
+        started = subprocess.run(probe, capture_output=True, text=True)
+        if started.returncode == 0:
+            return
+        missing = sorted(set(_IVY_MISSING.findall(started.stderr)))
+        if not missing:
+            sys.stderr.write(started.stderr[-4000:])
+            raise RuntimeError("Spark with Delta failed to start, and not for a missing jar")
+        for group, artifact, version in missing:
+            _mvn_get(f"{group}:{artifact}:{version}", transitive=False)
+    raise RuntimeError(f"Delta jars still unresolved after {attempts} attempts")
+
+
+if __name__ == "__main__":
+    # `python -m rdt_spark.session fetch-jars`: the set-up step behind `make demo` / `make test`.
+    if sys.argv[1:] == ["delta-artifact"]:
+        print(delta_maven_artifact())
+    elif sys.argv[1:] == ["fetch-jars"]:
+        fetch_delta_jars()
+    else:
+        sys.exit("usage: python -m rdt_spark.session delta-artifact|fetch-jars")

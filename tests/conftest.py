@@ -1,0 +1,66 @@
+"""Shared fixtures: one Spark session, one local Ray, and one small registry run through the
+whole flow once per test run."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from jobs.config import Config, SparkConfig, load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+TEST_SPARK_CONF = {
+    "spark.sql.shuffle.partitions": "2",
+    "spark.default.parallelism": "2",
+    "spark.databricks.delta.snapshotPartitions": "2",
+    "spark.ui.enabled": "false",
+    "spark.ui.showConsoleProgress": "false",
+    "spark.driver.memory": "3g",
+}
+
+
+@pytest.fixture(scope="session")
+def spark():
+    from rdt_spark.session import spark_session
+
+    session = spark_session("local[2]", "rdt-tests", TEST_SPARK_CONF)
+    yield session
+    session.stop()
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    from ray_training.cluster import connect
+
+    connect(None, 2)
+    yield
+
+
+def small_config(lake: Path, patients: int) -> Config:
+    cfg = load_config(ROOT / "conf" / "local.yaml", {"lake": str(lake)})
+    return cfg.replace(
+        spark=SparkConfig("local[2]", "rdt-tests", TEST_SPARK_CONF),
+        generate=dataclasses.replace(cfg.generate, patients=patients, partitions=2),
+        train=dataclasses.replace(cfg.train, epochs=4),
+    )
+
+
+@pytest.fixture(scope="session")
+def flow(tmp_path_factory, spark, ray_local):
+    """A few hundred simulated patients through generate -> ... -> evaluate, once."""
+    from jobs import embed, evaluate, generate, index, ingest, tokenize, train
+
+    cfg = small_config(tmp_path_factory.mktemp("lake"), patients=400)
+    results = {
+        "generate": generate.run(cfg, argparse.Namespace(patients=None, seed=None)),
+        "ingest": ingest.run(cfg, argparse.Namespace(source=None)),
+        "tokenize": tokenize.run(cfg, argparse.Namespace()),
+        "train": train.run(cfg, argparse.Namespace(epochs=None)),
+        "embed": embed.run(cfg, argparse.Namespace()),
+        "index": index.run(cfg, argparse.Namespace()),
+        "evaluate": evaluate.run(cfg, argparse.Namespace()),
+    }
+    return cfg, results
