@@ -38,7 +38,7 @@ def run(cfg: Config, args: argparse.Namespace) -> dict:
         results[name] = job.run(cfg, job_args)
         context.log("demo", f"step {number}/8: {name} done in {time.time() - t0:.0f}s")
     subject, at = example_patient(cfg)
-    context.log("demo", f"step 7/8: query subject {subject} at {at}")
+    context.log("demo", "step 7/8: query (one test-split patient, middle of their history)")
     print()
     results["query"] = query.run(cfg, argparse.Namespace(subject=subject, time=at, k=None,
                                                          json=False))

@@ -49,16 +49,22 @@ def read_reference(embeddings_path: str, tasks_path: str, task: str, splits: lis
     return ref.sort_values(["subject_id", "prediction_time"], ignore_index=True)
 
 
+def tree_shape(n: int, cfg: dict) -> tuple[int, int]:
+    """(leaves, leaves searched by default); (0, 0) for exact search of a small shard."""
+    if n < cfg["brute_force_below"]:
+        return 0, 0
+    leaves = max(2, int(cfg["leaves_per_sqrt_n"] * math.sqrt(n)))
+    return leaves, max(1, int(leaves * cfg["leaves_to_search_fraction"]))
+
+
 def build_searcher(db: np.ndarray, cfg: dict):
     """Exact dot-product search for small shards, a ScaNN tree with AH scoring above."""
-    n = len(db)
     builder = scann.scann_ops_pybind.builder(db, 10, "dot_product")
-    if n < cfg["brute_force_below"]:
+    leaves, searched = tree_shape(len(db), cfg)
+    if not leaves:
         return builder.score_brute_force().build()
-    leaves = max(2, int(cfg["leaves_per_sqrt_n"] * math.sqrt(n)))
-    return (builder.tree(num_leaves=leaves,
-                         num_leaves_to_search=max(1, int(leaves * cfg["leaves_to_search_fraction"])),
-                         training_sample_size=min(n, 250_000))
+    return (builder.tree(num_leaves=leaves, num_leaves_to_search=searched,
+                         training_sample_size=min(len(db), 250_000))
             .score_ah(2, anisotropic_quantization_threshold=0.2)
             .reorder(cfg["reorder"]).build())
 
@@ -99,7 +105,9 @@ def build_index(embeddings_path: str, tasks_path: str, task: str, cfg: dict,
         (shard_dir / "scann").mkdir(parents=True)
         build_searcher(standardise(vectors[in_shard], mean, std), cfg).serialize(str(shard_dir / "scann"))
         rows.drop(columns=["embedding", "model_version", "split"]).to_parquet(shard_dir / ROWS)
-        shards.append({"shard": shard, "rows": len(rows), "path": shard_dir.name})
+        leaves, searched = tree_shape(len(rows), cfg)
+        shards.append({"shard": shard, "rows": len(rows), "subjects": int(rows["subject_id"].nunique()),
+                       "leaves": leaves, "leaves_searched": searched, "path": shard_dir.name})
     manifest = {
         "index_version": version,
         "built_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),

@@ -75,34 +75,46 @@ class TwinIndex:
     def current(cls, run_dir: str) -> TwinIndex:
         return cls(current_index_dir(run_dir))
 
-    def _search_shard(self, searcher, rows: pd.DataFrame, queries: np.ndarray,
+    def _search_shard(self, shard: dict, searcher, rows: pd.DataFrame, queries: np.ndarray,
                       exclude: np.ndarray, k: int, one_per_patient: bool) -> list[pd.DataFrame]:
-        n = len(rows)
-        fetch = min(n, 4 * k)
+        # Fetch enough candidates for k distinct patients besides the excluded one; where that
+        # falls short, fetch more and (for a tree) search more leaves, up to the whole shard.
+        n, leaves = len(rows), shard["leaves"]
+        per_patient = n / max(shard["subjects"], 1) if one_per_patient else 1.0
+        fetch = min(n, int(2 * k * per_patient) + int(per_patient) + 1)
+        searched = shard["leaves_searched"]
         found: list[pd.DataFrame | None] = [None] * len(queries)
         pending = np.arange(len(queries))
         subjects = rows["subject_id"].to_numpy()
         while len(pending):
-            idx, sims = searcher.search_batched(queries[pending], final_num_neighbors=fetch)
+            # AH scores a shortlist that reordering then trims: the shortlist must hold `fetch`.
+            options = ({"leaves_to_search": searched, "pre_reorder_num_neighbors": fetch}
+                       if leaves else {})
+            idx, sims = searcher.search_batched(queries[pending], final_num_neighbors=fetch,
+                                                **options)
+            exhausted = fetch >= n and searched >= leaves
             still = []
             for j, q in enumerate(pending):
                 keep = (idx[j] >= 0) & (subjects[np.maximum(idx[j], 0)] != exclude[q])
                 hits = rows.iloc[idx[j][keep]].assign(similarity=sims[j][keep])
                 if one_per_patient:
                     hits = hits.drop_duplicates("subject_id")
-                if len(hits) >= k or fetch >= n:
+                if len(hits) >= k or exhausted:
                     found[q] = hits.head(k)
                 else:
                     still.append(q)
-            pending, fetch = np.asarray(still, dtype=int), min(n, fetch * 4)
+            pending = np.asarray(still, dtype=int)
+            fetch, searched = min(n, fetch * 4), min(leaves, searched * 4)
         return found
 
     def search(self, queries: np.ndarray, exclude_subjects: np.ndarray, k: int,
                one_per_patient: bool = True) -> list[pd.DataFrame]:
         """Per query, its k nearest reference patient-times, never of ``exclude_subjects[i]``."""
         queries = standardise(queries, self.mean, self.std)
-        per_shard = [self._search_shard(s, rows, queries, exclude_subjects, k, one_per_patient)
-                     for s, rows in self.shards]
+        per_shard = [self._search_shard(shard, searcher, rows, queries, exclude_subjects, k,
+                                        one_per_patient)
+                     for shard, (searcher, rows) in zip(self.manifest["shards"], self.shards,
+                                                        strict=True)]
         merged = []
         for i in range(len(queries)):
             hits = pd.concat([found[i] for found in per_shard], ignore_index=True)

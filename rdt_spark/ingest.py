@@ -285,7 +285,8 @@ def account_rows(
     accepted = dict(events.groupBy("source_table").agg(F.countDistinct("source_row_id"))
                     .collect())  # small: one row per source table
     rejected: dict[str, dict[str, int]] = {}
-    for table, reason, n in rejects.groupBy("source_table", "reason").count().collect():  # small
+    by_reason = rejects.groupBy("source_table", "reason").count()
+    for table, reason, n in by_reason.collect():  # small: one row per table and reason
         rejected.setdefault(table, {})[reason] = n
     summary = []
     for table, n_in in rows_in.items():

@@ -32,3 +32,29 @@ def test_standardise_gives_unit_vectors():
     x = np.random.default_rng(0).normal(size=(50, 8)).astype(np.float32) + 3
     z = standardise(x, x.mean(0), x.std(0))
     assert np.allclose(np.linalg.norm(z, axis=1), 1.0, atol=1e-5)
+
+
+def test_tree_search_finds_k_distinct_patients_and_never_the_excluded_one():
+    from ray_training.index import build_searcher, tree_shape
+    from ray_training.twin import TwinIndex
+
+    rng = np.random.default_rng(1)
+    subjects = np.repeat(np.arange(100), 30)  # 100 patients, 30 time points each
+    centres = rng.normal(size=(100, 16))
+    vectors = (centres[subjects] + 0.3 * rng.normal(size=(3000, 16))).astype(np.float32)
+    cfg = {"brute_force_below": 0, "leaves_per_sqrt_n": 1.0, "leaves_to_search_fraction": 0.05,
+           "reorder": 100}
+    mean, std = vectors.mean(0), vectors.std(0) + 1e-6
+    leaves, searched = tree_shape(len(vectors), cfg)
+    index = TwinIndex.__new__(TwinIndex)
+    index.mean, index.std = mean, std
+    index.manifest = {"shards": [{"rows": 3000, "subjects": 100, "leaves": leaves,
+                                  "leaves_searched": searched}]}
+    rows = pd.DataFrame({"subject_id": subjects, "label": False, "censored": False})
+    index.shards = [(build_searcher(standardise(vectors, mean, std), cfg), rows)]
+    queries = vectors[[0, 1500, 2999]]
+    exclude = subjects[[0, 1500, 2999]]
+    for hits, excluded in zip(index.search(queries, exclude, k=50), exclude, strict=True):
+        assert len(hits) == 50 and hits["subject_id"].nunique() == 50
+        assert excluded not in set(hits["subject_id"])
+        assert hits["similarity"].is_monotonic_decreasing
