@@ -28,6 +28,8 @@ def format_table(rows: list[dict], coverage: dict, task: str) -> str:
 
 
 def run(cfg: Config, args: argparse.Namespace) -> dict:
+    import ray
+
     from ray_training.datasets import read_delta
     from ray_training.twin import TwinForecaster, TwinIndex
 
@@ -41,7 +43,8 @@ def run(cfg: Config, args: argparse.Namespace) -> dict:
     q = cfg.query
     test.map_batches(TwinForecaster, fn_constructor_args=(cfg.run_dir, q.k, q.min_cell_size,
                                                           q.one_point_per_patient),
-                     batch_size=256, batch_format="numpy", concurrency=1,
+                     batch_size=256, batch_format="numpy",
+                     compute=ray.data.ActorPoolStrategy(size=cfg.embed.concurrency),
                      num_cpus=1).write_parquet(staged)
     spark = context.spark(cfg)
     rows, coverage = evaluate_forecasts(

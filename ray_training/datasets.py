@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import ray
 import torch
+from ray.data.collate_fn import NumpyBatchCollateFn
 
 TIMELINE_COLUMNS = ["subject_id", "tokens", "ages", "deltas", "values", "split"]
 
@@ -56,13 +57,18 @@ def window(row: dict, start: int, end: int) -> tuple[np.ndarray, ...]:
             _floats(row["deltas"][start:end]), _floats(row["values"][start:end]))
 
 
-def training_batch(batch: dict[str, np.ndarray], max_seq_len: int,
-                   rng: np.random.Generator) -> dict[str, torch.Tensor]:
+class TrainingCollate(NumpyBatchCollateFn):
     """Collate timelines for training: a random window of at most max_seq_len per timeline."""
-    windows = []
-    for i in range(len(batch["tokens"])):
-        row = {k: batch[k][i] for k in ("tokens", "ages", "deltas", "values")}
-        n = len(row["tokens"])
-        start = int(rng.integers(0, n - max_seq_len + 1)) if n > max_seq_len else 0
-        windows.append(window(row, start, start + max_seq_len))
-    return pad_windows(windows)
+
+    def __init__(self, max_seq_len: int, seed: int):
+        super().__init__()
+        self.max_seq_len, self.rng = max_seq_len, np.random.default_rng(seed)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+        windows = []
+        for i in range(len(batch["tokens"])):
+            row = {k: batch[k][i] for k in ("tokens", "ages", "deltas", "values")}
+            n = len(row["tokens"])
+            start = int(self.rng.integers(0, n - self.max_seq_len + 1)) if n > self.max_seq_len else 0
+            windows.append(window(row, start, start + self.max_seq_len))
+        return pad_windows(windows)

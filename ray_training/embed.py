@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import ray
 import torch
 
 from ray_training.datasets import pad_windows, read_delta, window
@@ -101,5 +102,5 @@ def embed_timelines(timelines_path: str, timelines_version: int, model_dir: str 
     ds = read_delta(timelines_path, EMBED_COLUMNS, timelines_version)
     ds.map_batches(
         Embedder, fn_constructor_args=(str(model_dir),), batch_size=batch_size,
-        batch_format="numpy", concurrency=concurrency, num_cpus=1,
+        batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=concurrency), num_cpus=1,
     ).write_parquet(staging_dir)

@@ -19,18 +19,15 @@ import torch
 from ray.train import Checkpoint, CheckpointConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
-from ray_training.datasets import TIMELINE_COLUMNS, read_delta, training_batch
+from ray_training.datasets import TIMELINE_COLUMNS, TrainingCollate, read_delta
 from ray_training.model import EHRConfig, EHRTransformer
 
 MODEL_FILE, CONFIG_FILE = "model.pt", "model.json"
 
 
 def _batches(shard, batch_size: int, max_seq_len: int, seed: int):
-    rng = np.random.default_rng(seed)
-    return shard.iter_torch_batches(
-        batch_size=batch_size,
-        collate_fn=lambda batch: training_batch(batch, max_seq_len, rng),
-    )
+    return shard.iter_torch_batches(batch_size=batch_size,
+                                    collate_fn=TrainingCollate(max_seq_len, seed))
 
 
 def train_loop_per_worker(config: dict) -> None:

@@ -1,10 +1,13 @@
 import datetime as dt
 import json
+import zipfile
+from pathlib import Path
 
 import pytest
 from pyspark.sql import functions as F
 
 from rdt_spark.ingest import BIRTH_CODE, account_rows, ingest_omop
+from rdt_spark.omop_source import extract_time, read_omop_parquet
 
 EXTRACT = dt.datetime(2024, 12, 31, 23, 59, 59)
 T = dt.datetime
@@ -98,3 +101,22 @@ def test_ingest_is_idempotent_for_the_same_input(omop):
     second, _, f2 = ingest_omop(omop, EXTRACT, "run")
     assert first.count() == second.count() and first.exceptAll(second).count() == 0
     f1.unpersist(), f2.unpersist()
+
+
+EXTERNAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "external" / \
+    "synthea27nj_omop54_parquet.zip"
+
+
+@pytest.mark.skipif(not EXTERNAL.exists(), reason="../shared/data/external is not beside the checkout")
+def test_external_omop_extract_ingests_with_every_row_accounted_for(spark, tmp_path):
+    with zipfile.ZipFile(EXTERNAL) as archive:
+        archive.extractall(tmp_path)  # never beside the read-only archive
+    tables = read_omop_parquet(spark, str(tmp_path / "Synthea27NjParquet"))
+    events, rejects, flagged = ingest_omop(tables, extract_time(tables), "external")
+    events, rejects = events.cache(), rejects.cache()
+    summary = account_rows(tables, events, rejects)
+    flagged.unpersist()
+    assert {row["table"] for row in summary} >= {"person", "measurement", "drug_exposure"}
+    assert all(row["rows_in"] == row["accepted"] + row["rejected"] for row in summary)
+    codes = {r.code.split("/")[0] for r in events.select("code").distinct().collect()}
+    assert {"SNOMED", "LOINC", "RxNorm"} <= codes
