@@ -67,11 +67,12 @@ class Embedder:
         windows, index, targets = {}, [], []
         for r in range(len(batch["subject_id"])):
             row = {k: batch[k][r] for k in EMBED_COLUMNS}
+            at = _micros(row["prediction_times"])
             for i, start, stop, pos in self.requests(row):
                 key = (r, start, stop)
                 if key not in windows:
                     windows[key] = (len(windows), window(row, start, stop))
-                index.append((r, i))
+                index.append((r, int(at[i])))
                 targets.append((windows[key][0], pos))
         rows = {name: [] for name in OUTPUT_SCHEMA.names}
         if windows:
@@ -84,9 +85,9 @@ class Embedder:
             # window says where the course has been. Both see only events before the time.
             running_mean = hidden.cumsum(dim=1)[w_idx, p_idx] / (p_idx + 1).unsqueeze(-1)
             vectors = torch.cat([hidden[w_idx, p_idx], running_mean], dim=-1).numpy()
-            for (r, i), vector in zip(index, vectors, strict=True):
+            for (r, at_micros), vector in zip(index, vectors, strict=True):
                 rows["subject_id"].append(int(batch["subject_id"][r]))
-                rows["prediction_time"].append(int(_micros(batch["prediction_times"][r])[i]))
+                rows["prediction_time"].append(at_micros)
                 rows["model_version"].append(self.version)
                 rows["embedding"].append(vector.astype(np.float32))
                 rows["modalities"].append(["ehr"])

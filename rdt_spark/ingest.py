@@ -72,7 +72,7 @@ def _col_or_null(df: DataFrame, name: str | None, dtype: str) -> Column:
     return F.col(name).cast(dtype) if name and name in df.columns else F.lit(None).cast(dtype)
 
 
-def _code(concept_id: Column, source_value: Column, concepts: DataFrame | None) -> Column:
+def _code(source_value: Column, concepts: DataFrame | None) -> Column:
     """Vocabulary-prefixed code from the concept table, else the source value as SOURCE/…."""
     fallback = F.when(F.trim(source_value) != "", F.concat(F.lit("SOURCE/"), F.trim(source_value)))
     if concepts is None:
@@ -86,9 +86,9 @@ def _with_concepts(df: DataFrame, concept_col: str, concepts: DataFrame | None) 
     lookup = concepts.select(
         F.col("concept_id").cast("long").alias("_concept_id"),
         F.concat_ws("/", "vocabulary_id", "concept_code").alias("_mapped_code"),
-    ).where(F.col("_concept_id") != 0)
-    return df.join(F.broadcast(lookup), F.col(concept_col).cast("long") == F.col("_concept_id"),
-                   "left")
+    ).where(F.col("_concept_id") != 0).dropDuplicates(["_concept_id"])  # one row per source row
+    # No broadcast hint: a full Athena concept table has millions of rows; Spark picks the join.
+    return df.join(lookup, F.col(concept_col).cast("long") == F.col("_concept_id"), "left")
 
 
 def _row_json(df: DataFrame) -> Column:
@@ -109,8 +109,7 @@ def event_candidates(df: DataFrame, src: EventSource, concepts: DataFrame | None
         F.col(src.id_col).cast("long").alias("source_row_id"),
         F.col("person_id").cast("long").alias("subject_id"),
         (F.coalesce(*times) if times else F.lit(None).cast("timestamp")).alias("time"),
-        _code(_col_or_null(df, src.concept_col, "long"),
-              _col_or_null(df, src.source_value_col, "string"), concepts).alias("code"),
+        _code(_col_or_null(df, src.source_value_col, "string"), concepts).alias("code"),
         _col_or_null(df, src.value_col, "float").alias("numeric_value"),
         _col_or_null(df, src.text_col, "string").alias("text_value"),
         _col_or_null(df, src.visit_col, "long").alias("visit_id"),
@@ -135,8 +134,7 @@ def person_candidates(person: DataFrame, concepts: DataFrame | None) -> DataFram
         F.col("person_id").cast("long").alias("source_row_id"),
         F.col("person_id").cast("long").alias("subject_id"),
         birth.alias("time"),
-        _code(_col_or_null(person, "gender_concept_id", "long"),
-              _col_or_null(person, "gender_source_value", "string"), concepts).alias("code"),
+        _code(_col_or_null(person, "gender_source_value", "string"), concepts).alias("code"),
         F.lit(None).cast("float").alias("numeric_value"),
         F.lit(None).cast("string").alias("text_value"),
         F.lit(None).cast("long").alias("visit_id"),

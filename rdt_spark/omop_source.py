@@ -3,6 +3,7 @@ Parquet files (one file or folder per table, any case, macOS ``._*`` resource fi
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 
 from pyspark.sql import DataFrame, SparkSession
@@ -37,10 +38,8 @@ def read_omop_parquet(spark: SparkSession, folder: str) -> dict[str, DataFrame]:
     return found
 
 
-def extract_time(tables: dict[str, DataFrame]):
+def extract_time(tables: dict[str, DataFrame]) -> dt.datetime:
     """End of the extract's release day (cdm_source.source_release_date), else now."""
-    import datetime as dt
-
     if "cdm_source" in tables and "source_release_date" in tables["cdm_source"].columns:
         row = tables["cdm_source"].select(F.max("source_release_date")).first()  # small: 1 row
         if row and row[0]:
