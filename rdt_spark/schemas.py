@@ -7,6 +7,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import (
     ArrayType,
     BooleanType,
+    DateType,
     DoubleType,
     FloatType,
     IntegerType,
@@ -96,6 +97,38 @@ GOLD_EVALUATION = _schema(
     ("model_version", StringType()),
     ("index_version", StringType()),
     ("evaluated_at", TimestampType()),
+)
+
+
+# Modalities OMOP has no table for. One row per radiograph study (hands and feet read together):
+# per-joint scores in the joint orders of rdt_spark.sharp_score, from which the mTSS follows.
+EXT_IMAGING = _schema(
+    ("imaging_id", LongType()),
+    ("person_id", LongType()),
+    ("visit_occurrence_id", LongType()),
+    ("imaging_datetime", TimestampType()),
+    ("imaging_date", DateType()),
+    ("modality", StringType()),  # "XR"
+    ("body_site", StringType()),  # "hands_feet"
+    ("erosion_scores", ArrayType(IntegerType())),
+    ("jsn_scores", ArrayType(IntegerType())),
+)
+
+# One row per baseline expression sample; `expression` (log2) follows ext.omics_genes' order.
+EXT_OMICS = _schema(
+    ("sample_id", LongType()),
+    ("person_id", LongType()),
+    ("visit_occurrence_id", LongType()),
+    ("sample_datetime", TimestampType()),
+    ("specimen", StringType()),  # "whole blood"
+    ("platform", StringType()),
+    ("batch", StringType()),
+    ("expression", ArrayType(FloatType())),
+)
+
+EXT_OMICS_GENES = _schema(
+    ("gene_index", IntegerType()),
+    ("gene_symbol", StringType()),
 )
 
 
