@@ -7,6 +7,8 @@ import sys
 
 from jobs import demo, embed, evaluate, generate, index, ingest, query, tokenize, train
 from jobs.config import ConfigError, load_config
+from rdt_spark.ingest import IngestAccountingError
+from rdt_spark.omop_source import SourceError
 
 JOBS = {
     "generate": generate, "ingest": ingest, "tokenize": tokenize, "train": train,
@@ -33,7 +35,12 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"rdt: {err}", file=sys.stderr)
         return 2
-    JOBS[args.job].run(cfg, args)
+    try:
+        JOBS[args.job].run(cfg, args)
+    except (SourceError, IngestAccountingError) as err:
+        # Bad input is the user's to fix: say which file, table and column, without a trace.
+        print(f"rdt {args.job}: {err}", file=sys.stderr)
+        return 2
     return 0
 
 

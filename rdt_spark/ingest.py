@@ -1,11 +1,14 @@
-"""OMOP CDM v5.4 tables in, MEDS-shaped ``silver.events`` and ``silver.rejects`` out.
+"""OMOP CDM v5.4 tables (and ext.imaging, ext.omics) in, MEDS-shaped ``silver.events`` and
+``silver.rejects`` out.
 
 Every source row is either turned into events or refused with the name of the first rule it
 breaks; nothing is dropped silently, so per source table rows in = rows accepted + rows rejected.
+The rules, in the order they are tried, are RULES below; each is named in ``silver.rejects``.
 
-Example: a measurement row (id 7, person 1, LOINC 1988-5 at 2020-01-02, value 12.0) becomes the
-event (subject_id 1, 2020-01-02, "LOINC/1988-5", 12.0, null, source_table "measurement",
-source_row_id 7); the same row with value 9000 goes to rejects with reason "impossible_value".
+Example: a measurement row (id 7, person 1, LOINC 1988-5 at 2020-01-02, value 1.2, unit mg/dL)
+becomes the event (subject_id 1, 2020-01-02, "LOINC/1988-5", 12.0 [mg/L], null, source_table
+"measurement", source_row_id 7); the same row with value 900 mg/dL goes to rejects with reason
+"impossible_value", and with unit "mmol/L" with reason "unknown_unit".
 """
 
 from __future__ import annotations
@@ -16,8 +19,20 @@ from dataclasses import dataclass
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
+from rdt_spark import sharp_score
+from rdt_spark.omop_source import Source, SourceError, parse_field
+
 BIRTH_CODE = "MEDS_BIRTH"
 DEATH_CODE = "MEDS_DEATH"
+OMICS_CODE = "RDT/OMICS_PANEL"
+
+RULES = [
+    "unparseable_row_id", "unparseable_person_id", "unparseable_time", "unparseable_value",
+    "unparseable_visit_id", "missing_row_id", "missing_person_id", "missing_time",
+    "missing_birth", "missing_code", "unknown_person", "before_birth", "after_death",
+    "after_extract", "birth_after_extract", "unknown_unit", "impossible_value", "invalid_scores",
+    "invalid_expression", "duplicate_row_id", "duplicate_event",
+]
 
 
 @dataclass(frozen=True)
@@ -32,6 +47,7 @@ class EventSource:
     value_col: str | None = None
     text_col: str | None = None
     visit_col: str | None = "visit_occurrence_id"
+    unit_cols: tuple[str, str] | None = None  # (unit_source_value, unit_concept_id)
 
 
 EVENT_SOURCES = [
@@ -45,125 +61,250 @@ EVENT_SOURCES = [
                 ("drug_exposure_start_datetime", "drug_exposure_start_date"), "drug_concept_id",
                 "drug_source_value"),
     EventSource("measurement", "measurement_id", ("measurement_datetime", "measurement_date"),
-                "measurement_concept_id", "measurement_source_value", value_col="value_as_number"),
+                "measurement_concept_id", "measurement_source_value", value_col="value_as_number",
+                unit_cols=("unit_source_value", "unit_concept_id")),
     EventSource("note", "note_id", ("note_datetime", "note_date"), "note_class_concept_id",
                 "note_source_value", text_col="note_text"),
 ]
+EXT_SOURCES = ["ext.imaging", "ext.omics"]
+SOURCE_TABLES = ["person", "death"] + [s.table for s in EVENT_SOURCES] + EXT_SOURCES
 
-# Values outside these bounds cannot be real for the code (units as the simulator and most
-# registries record them); such rows are refused as impossible_value.
-PLAUSIBLE_RANGES = {
-    "LOINC/1988-5": (0.0, 1000.0),  # CRP, mg/L
-    "LOINC/4537-7": (0.0, 200.0),  # ESR, mm/h
-    "LOINC/11572-5": (0.0, 10000.0),  # rheumatoid factor, IU/mL
-    "LOINC/33935-8": (0.0, 10000.0),  # anti-CCP, U/mL
-    "RDT/DAS28_ESR": (0.0, 10.0),
-    "RDT/TJC28": (0.0, 28.0),
-    "RDT/SJC28": (0.0, 28.0),
-    "RDT/PGA": (0.0, 100.0),
-    "RDT/HAQ_DI": (0.0, 3.0),
+
+@dataclass(frozen=True)
+class LabRule:
+    """Plausible range in the canonical unit, and the factor from each accepted unit to it."""
+
+    unit: str
+    low: float
+    high: float
+    factors: dict[str, float]
+    integer: bool = False
+
+
+# Units are compared lower-case without brackets or spaces ("[IU]/mL" == "iu/ml"); a missing
+# unit is read as the canonical one. Values are stored in the canonical unit. Scores and counts
+# have no unit to check, only a range.
+_SCORE = {"": 1.0, "{score}": 1.0, "score": 1.0}
+_COUNT = {"": 1.0, "{count}": 1.0, "count": 1.0, "joints": 1.0}
+LAB_RULES = {
+    "LOINC/1988-5": LabRule("mg/L", 0.0, 1000.0, {"mg/l": 1.0, "mg/dl": 10.0, "ug/ml": 1.0}),
+    "LOINC/4537-7": LabRule("mm/h", 0.0, 200.0, {"mm/h": 1.0, "mm/hr": 1.0}),
+    "LOINC/11572-5": LabRule("[IU]/mL", 0.0, 10000.0, {"iu/ml": 1.0, "kiu/l": 1.0, "u/ml": 1.0}),
+    "LOINC/33935-8": LabRule("U/mL", 0.0, 10000.0, {"u/ml": 1.0, "eu/ml": 1.0, "iu/ml": 1.0}),
+    "RDT/DAS28_ESR": LabRule("{score}", 0.0, 10.0, _SCORE),
+    "RDT/DAS28_CRP": LabRule("{score}", 0.0, 10.0, _SCORE),
+    "RDT/TJC28": LabRule("{count}", 0.0, 28.0, _COUNT, integer=True),
+    "RDT/SJC28": LabRule("{count}", 0.0, 28.0, _COUNT, integer=True),
+    "RDT/PGA": LabRule("mm", 0.0, 100.0, {"": 1.0, "mm": 1.0, "cm": 10.0}),
+    "RDT/HAQ_DI": LabRule("{score}", 0.0, 3.0, _SCORE),
 }
 
 CANDIDATE_COLUMNS = ["source_table", "source_row_id", "subject_id", "time", "code",
-                     "numeric_value", "text_value", "visit_id", "row"]
+                     "numeric_value", "text_value", "visit_id", "unit", "derived", "parse_error",
+                     "value_error", "row"]
+DERIVED = "array<struct<code:string,numeric_value:float>>"
 
 
-def _col_or_null(df: DataFrame, name: str | None, dtype: str) -> Column:
-    return F.col(name).cast(dtype) if name and name in df.columns else F.lit(None).cast(dtype)
-
-
-def _code(source_value: Column, concepts: DataFrame | None) -> Column:
-    """Vocabulary-prefixed code from the concept table, else the source value as SOURCE/…."""
-    fallback = F.when(F.trim(source_value) != "", F.concat(F.lit("SOURCE/"), F.trim(source_value)))
-    if concepts is None:
-        return fallback
-    return F.coalesce(F.col("_mapped_code"), fallback)
-
-
-def _with_concepts(df: DataFrame, concept_col: str, concepts: DataFrame | None) -> DataFrame:
-    if concepts is None:
-        return df
-    lookup = concepts.select(
-        F.col("concept_id").cast("long").alias("_concept_id"),
-        F.concat_ws("/", "vocabulary_id", "concept_code").alias("_mapped_code"),
-    ).where(F.col("_concept_id") != 0).dropDuplicates(["_concept_id"])  # one row per source row
-    # No broadcast hint: a full Athena concept table has millions of rows; Spark picks the join.
-    return df.join(lookup, F.col(concept_col).cast("long") == F.col("_concept_id"), "left")
-
-
-def _row_json(df: DataFrame) -> Column:
+def row_json(df: DataFrame) -> Column:
     # JSON now, because the tables' rows differ in shape and are unioned before validation.
     return F.to_json(F.struct(*[F.col(c) for c in df.columns if not c.startswith("_")]))
 
 
-def event_candidates(df: DataFrame, src: EventSource, concepts: DataFrame | None) -> DataFrame:
-    """One OMOP event table as candidate events, one per source row, before validation."""
-    missing = [c for c in (src.id_col, "person_id") if c not in df.columns]
+def _first_error(checks: list[tuple[str, Column]]) -> Column:
+    error = F.lit(None).cast("string")
+    for name, broken in reversed(checks):
+        error = F.when(broken, F.lit(name)).otherwise(error)
+    return error
+
+
+def _code(source_value: Column, concepts: DataFrame | None, mapped: str = "_mapped_code") -> Column:
+    """Vocabulary-prefixed code from the concept table, else the source value as SOURCE/…."""
+    fallback = F.when(F.trim(source_value) != "", F.concat(F.lit("SOURCE/"), F.trim(source_value)))
+    if concepts is None:
+        return fallback
+    return F.coalesce(F.col(mapped), fallback)
+
+
+def _with_concepts(df: DataFrame, concept: Column, concepts: DataFrame | None,
+                   mapped: str = "_mapped_code") -> DataFrame:
+    if concepts is None:
+        return df
+    concept_id, _ = parse_field(concepts, "concept_id", "long", "concept")
+    lookup = concepts.select(
+        concept_id.alias(f"{mapped}_id"),
+        F.concat_ws("/", "vocabulary_id", "concept_code").alias(mapped),
+    ).where(F.col(f"{mapped}_id") != 0).dropDuplicates([f"{mapped}_id"])  # one row per source row
+    # No broadcast hint: a full Athena concept table has millions of rows; Spark picks the join.
+    return df.join(lookup, concept == F.col(f"{mapped}_id"), "left")
+
+
+def _require(df: DataFrame, table: str, columns: list[str], origin: str) -> None:
+    missing = [c for c in columns if c not in df.columns]
     if missing:
-        raise ValueError(f"OMOP table {src.table}: required column(s) {missing} not found; "
-                         f"columns are {df.columns}")
-    df = df.withColumn("_row", _row_json(df))
-    times = [F.col(c).cast("timestamp") for c in src.time_cols if c in df.columns]
-    return _with_concepts(df, src.concept_col, concepts).select(
-        F.lit(src.table).alias("source_table"),
-        F.col(src.id_col).cast("long").alias("source_row_id"),
-        F.col("person_id").cast("long").alias("subject_id"),
-        (F.coalesce(*times) if times else F.lit(None).cast("timestamp")).alias("time"),
-        _code(_col_or_null(df, src.source_value_col, "string"), concepts).alias("code"),
-        _col_or_null(df, src.value_col, "float").alias("numeric_value"),
-        _col_or_null(df, src.text_col, "string").alias("text_value"),
-        _col_or_null(df, src.visit_col, "long").alias("visit_id"),
-        F.col("_row").alias("row"),
+        raise SourceError(f"{origin}: table {table} lacks required column(s) {missing}; "
+                          f"its columns are {df.columns}")
+
+
+def _candidates(df: DataFrame, table: str, *, row_id: str, time_cols: tuple[str, ...],
+                value: str | None = None, visit: str | None = None, origin: str = "",
+                person: str = "person_id") -> DataFrame:
+    """The fields every table shares, parsed, with the first parse failure named."""
+    _require(df, table, [row_id, person], origin or table)
+    rid, bad_rid = parse_field(df, row_id, "long", table)
+    pid, bad_pid = parse_field(df, person, "long", table)
+    times = [parse_field(df, c, "time", table) for c in time_cols if c in df.columns]
+    num, bad_num = parse_field(df, value, "float", table)
+    vid, bad_vid = parse_field(df, visit, "long", table)
+    bad_time = F.lit(False)
+    for _, bad in times:
+        bad_time = bad_time | bad
+    return df.select(
+        "*",
+        F.lit(table).alias("source_table"),
+        rid.alias("source_row_id"),
+        pid.alias("subject_id"),
+        (F.coalesce(*[t for t, _ in times]) if times else F.lit(None).cast("timestamp"))
+        .alias("time"),
+        num.cast("float").alias("numeric_value"),
+        vid.alias("visit_id"),
+        _first_error([("unparseable_row_id", bad_rid), ("unparseable_person_id", bad_pid),
+                      ("unparseable_time", bad_time), ("unparseable_value", bad_num),
+                      ("unparseable_visit_id", bad_vid)]).alias("parse_error"),
+        row_json(df).alias("row"),
     )
 
 
-def person_candidates(person: DataFrame, concepts: DataFrame | None) -> DataFrame:
+def _finish(df: DataFrame, code: Column, text: Column | None = None, unit: Column | None = None,
+            derived: Column | None = None, value_error: Column | None = None) -> DataFrame:
+    return df.select(
+        "source_table", "source_row_id", "subject_id", "time", code.alias("code"),
+        "numeric_value", (text if text is not None else F.lit(None)).cast("string")
+        .alias("text_value"), "visit_id",
+        (unit if unit is not None else F.lit(None)).cast("string").alias("unit"),
+        (derived if derived is not None else F.lit(None)).cast(DERIVED).alias("derived"),
+        "parse_error",
+        (value_error if value_error is not None else F.lit(None)).cast("string")
+        .alias("value_error"),
+        "row")
+
+
+def event_candidates(df: DataFrame, src: EventSource, concepts: DataFrame | None,
+                     origin: str = "") -> DataFrame:
+    """One OMOP event table as candidate events, one per source row, before validation."""
+    base = _candidates(df, src.table, row_id=src.id_col, time_cols=src.time_cols,
+                       value=src.value_col, visit=src.visit_col, origin=origin)
+    concept, _ = parse_field(df, src.concept_col, "long", src.table)
+    base = _with_concepts(base, concept, concepts)
+    unit = None
+    if src.unit_cols:
+        unit_text, _ = parse_field(df, src.unit_cols[0], "string", src.table)
+        unit_concept, _ = parse_field(df, src.unit_cols[1], "long", src.table)
+        base = _with_concepts(base, unit_concept, concepts, "_unit_code")
+        unit_code = F.split(F.col("_unit_code"), "/", 2)[1] if concepts is not None else None
+        unit = F.coalesce(unit_text, unit_code) if unit_code is not None else unit_text
+    text, _ = parse_field(df, src.text_col, "string", src.table)
+    source_value, _ = parse_field(df, src.source_value_col, "string", src.table)
+    return _finish(base, _code(source_value, concepts), text=text, unit=unit)
+
+
+def person_candidates(person: DataFrame, concepts: DataFrame | None, origin: str = "") -> DataFrame:
     """Persons with their birth time and gender code; birth falls back to year/month/day."""
-    person = person.withColumn("_row", _row_json(person))
-    birth = F.coalesce(
-        _col_or_null(person, "birth_datetime", "timestamp"),
-        F.make_timestamp_ntz(
-            _col_or_null(person, "year_of_birth", "int"),
-            F.coalesce(_col_or_null(person, "month_of_birth", "int"), F.lit(7)),
-            F.coalesce(_col_or_null(person, "day_of_birth", "int"), F.lit(1)),
-            F.lit(0), F.lit(0), F.lit(0),
-        ).cast("timestamp"),
-    )
-    return _with_concepts(person, "gender_concept_id", concepts).select(
-        F.lit("person").alias("source_table"),
-        F.col("person_id").cast("long").alias("source_row_id"),
-        F.col("person_id").cast("long").alias("subject_id"),
-        birth.alias("time"),
-        _code(_col_or_null(person, "gender_source_value", "string"), concepts).alias("code"),
-        F.lit(None).cast("float").alias("numeric_value"),
-        F.lit(None).cast("string").alias("text_value"),
-        F.lit(None).cast("long").alias("visit_id"),
-        F.col("_row").alias("row"),
-    )
+    year, bad_year = parse_field(person, "year_of_birth", "long", "person")
+    month, bad_month = parse_field(person, "month_of_birth", "long", "person")
+    day, bad_day = parse_field(person, "day_of_birth", "long", "person")
+    base = _candidates(person, "person", row_id="person_id", time_cols=("birth_datetime",),
+                       origin=origin)
+    from_parts = F.try_make_timestamp(year.cast("int"), F.coalesce(month.cast("int"), F.lit(7)),
+                                      F.coalesce(day.cast("int"), F.lit(1)), F.lit(0), F.lit(0),
+                                      F.lit(0))
+    base = base.withColumn("time", F.coalesce("time", from_parts)).withColumn(
+        "parse_error", F.coalesce("parse_error", F.when(bad_year | bad_month | bad_day,
+                                                        F.lit("unparseable_time"))))
+    gender, _ = parse_field(person, "gender_concept_id", "long", "person")
+    source_value, _ = parse_field(person, "gender_source_value", "string", "person")
+    return _finish(_with_concepts(base, gender, concepts), _code(source_value, concepts))
 
 
-def death_candidates(death: DataFrame) -> DataFrame:
-    times = [F.col(c).cast("timestamp") for c in ("death_datetime", "death_date")
-             if c in death.columns]
-    death = death.withColumn("_row", _row_json(death))
-    return death.select(
-        F.lit("death").alias("source_table"),
-        F.col("person_id").cast("long").alias("source_row_id"),
-        F.col("person_id").cast("long").alias("subject_id"),
-        F.coalesce(*times).alias("time"),
-        F.lit(DEATH_CODE).alias("code"),
-        F.lit(None).cast("float").alias("numeric_value"),
-        F.lit(None).cast("string").alias("text_value"),
-        F.lit(None).cast("long").alias("visit_id"),
-        F.col("_row").alias("row"),
-    )
+def death_candidates(death: DataFrame, origin: str = "") -> DataFrame:
+    # One death row per person: the person id is the row id.
+    base = _candidates(death, "death", row_id="person_id",
+                       time_cols=("death_datetime", "death_date"), origin=origin)
+    return _finish(base, F.lit(DEATH_CODE))
 
 
-def _first_reason(rules: list[tuple[str, Column]]) -> Column:
-    reason = F.lit(None).cast("string")
-    for name, broken in reversed(rules):
-        reason = F.when(broken, F.lit(name)).otherwise(reason)
-    return reason
+def imaging_candidates(imaging: DataFrame, origin: str = "") -> DataFrame:
+    """Radiograph studies: the mTSS with its erosion and JSN parts, from the per-joint scores."""
+    base = _candidates(imaging, "ext.imaging", row_id="imaging_id",
+                       time_cols=("imaging_datetime", "imaging_date"),
+                       visit="visit_occurrence_id", origin=origin)
+    _require(imaging, "ext.imaging", ["erosion_scores", "jsn_scores"], origin or "ext.imaging")
+
+    def valid(scores: str, maxima: list[int]) -> Column:
+        limits = F.array(*[F.lit(m) for m in maxima])
+        in_range = F.forall(F.arrays_zip(F.col(scores).alias("s"), limits.alias("m")),
+                            lambda p: p["s"].isNotNull() & p["s"].between(0, p["m"]))
+        return (F.size(scores) == len(maxima)) & in_range
+
+    def total(scores: str) -> Column:
+        return F.aggregate(scores, F.lit(0).cast("long"), lambda acc, s: acc + s).cast("float")
+
+    ok = F.coalesce(valid("erosion_scores", sharp_score.EROSION_MAX)
+                    & valid("jsn_scores", sharp_score.JSN_MAX), F.lit(False))
+    erosion, jsn = total("erosion_scores"), total("jsn_scores")
+    base = base.withColumn("numeric_value", F.when(ok, erosion + jsn))
+    derived = F.when(ok, F.array(
+        F.struct(F.lit(sharp_score.EROSION_CODE).alias("code"), erosion.alias("numeric_value")),
+        F.struct(F.lit(sharp_score.JSN_CODE).alias("code"), jsn.alias("numeric_value"))))
+    return _finish(base, F.lit(sharp_score.MTSS_CODE), derived=derived,
+                   value_error=F.when(~ok, F.lit("invalid_scores")))
+
+
+def omics_candidates(omics: DataFrame, panel_size: int | None, origin: str = "") -> DataFrame:
+    """Expression samples: one event each; the profile itself stays in ext.omics for its encoder."""
+    base = _candidates(omics, "ext.omics", row_id="sample_id",
+                       time_cols=("sample_datetime", "sample_date"), visit="visit_occurrence_id",
+                       origin=origin)
+    _require(omics, "ext.omics", ["expression"], origin or "ext.omics")
+    finite = F.forall("expression", lambda x: x.isNotNull() & ~F.isnan(x)
+                      & (F.abs(x) < float("inf")))
+    size_ok = F.size("expression") > 0
+    if panel_size is not None:
+        size_ok = F.size("expression") == panel_size
+    ok = F.coalesce(size_ok & finite, F.lit(False))
+    batch, _ = parse_field(omics, "batch", "string", "ext.omics")
+    return _finish(base, F.lit(OMICS_CODE), text=batch,
+                   value_error=F.when(~ok, F.lit("invalid_expression")))
+
+
+def _normalised_unit(unit: Column) -> Column:
+    return F.lower(F.regexp_replace(F.coalesce(unit, F.lit("")), r"[\[\]\s]", ""))
+
+
+def checked_values(candidates: DataFrame) -> DataFrame:
+    """Lab values converted to their canonical unit; unknown units and impossible values named.
+
+    Example: (LOINC/1988-5, 1.2, "mg/dL") -> 12.0; (LOINC/1988-5, 5, "mmol/L") -> unknown_unit;
+    (RDT/TJC28, 30, null) -> impossible_value.
+    """
+    unit = _normalised_unit(F.col("unit"))
+    factor, low, high, integer = (F.lit(None).cast("double"), F.lit(None).cast("double"),
+                                  F.lit(None).cast("double"), F.lit(False))
+    for code, rule in LAB_RULES.items():
+        is_code = F.col("code") == code
+        unit_factor = F.when(unit == "", F.lit(1.0))  # no unit recorded: the canonical one
+        for name, f in rule.factors.items():
+            unit_factor = F.when(unit == name, F.lit(f)).otherwise(unit_factor)
+        factor = F.when(is_code, unit_factor).otherwise(factor)
+        low = F.when(is_code, F.lit(rule.low)).otherwise(low)
+        high = F.when(is_code, F.lit(rule.high)).otherwise(high)
+        integer = F.when(is_code, F.lit(rule.integer)).otherwise(integer)
+    ruled = F.col("code").isin(list(LAB_RULES)) & F.col("numeric_value").isNotNull()
+    value = (F.col("numeric_value") * factor).cast("float")
+    impossible = ~value.between(low, high) | (integer & (value != F.floor(value)))
+    error = F.when(ruled & factor.isNull(), F.lit("unknown_unit")).when(
+        ruled & impossible, F.lit("impossible_value"))
+    return candidates.withColumn("value_error", F.coalesce("value_error", error)).withColumn(
+        "numeric_value", F.when(ruled & factor.isNotNull(), value).otherwise(F.col("numeric_value")))
 
 
 def _duplicate_id(keys: list[str]) -> Column:
@@ -174,20 +315,14 @@ def _duplicate_id(keys: list[str]) -> Column:
 
 def flag_persons(persons: DataFrame, extract_time: dt.datetime) -> DataFrame:
     """Persons with a ``reason`` column: null where the person is accepted."""
-    return persons.withColumn("reason", _first_reason([
+    return persons.withColumn("reason", _first_error([
+        ("parse_error", F.col("parse_error").isNotNull()),
         ("missing_person_id", F.col("source_row_id").isNull()),
         ("missing_birth", F.col("time").isNull()),
         ("birth_after_extract", F.col("time") > F.lit(extract_time)),
-        ("missing_code", F.col("code").isNull()),
         ("duplicate_row_id", _duplicate_id(["source_row_id"])),
-    ]))
-
-
-def _implausible() -> Column:
-    broken = F.lit(False)
-    for code, (low, high) in PLAUSIBLE_RANGES.items():
-        broken = broken | ((F.col("code") == code) & ~F.col("numeric_value").between(low, high))
-    return broken & F.col("numeric_value").isNotNull()
+    ])).withColumn("reason", F.when(F.col("reason") == "parse_error", F.col("parse_error"))
+                   .otherwise(F.col("reason")))
 
 
 def flag_events(
@@ -204,9 +339,10 @@ def flag_events(
         known = known.withColumn("_death", F.lit(None).cast("timestamp"))
     same_event = Window.partitionBy(
         "source_table", "subject_id", "time", "code", "numeric_value", "text_value"
-    ).orderBy("source_row_id")
-    flagged = candidates.join(known, F.col("subject_id") == F.col("_person"), "left")
-    return flagged.withColumn("reason", _first_reason([
+    ).orderBy("source_row_id", "row")
+    flagged = checked_values(candidates).join(known, F.col("subject_id") == F.col("_person"), "left")
+    reason = _first_error([
+        ("parse_error", F.col("parse_error").isNotNull()),
         ("missing_row_id", F.col("source_row_id").isNull()),
         ("missing_person_id", F.col("subject_id").isNull()),
         ("missing_time", F.col("time").isNull()),
@@ -215,33 +351,44 @@ def flag_events(
         ("before_birth", F.col("time") < F.date_trunc("day", "_birth")),
         ("after_death", F.col("time") >= F.date_add(F.to_date("_death"), 1)),
         ("after_extract", F.col("time") > F.lit(extract_time)),
-        ("impossible_value", _implausible()),
+        ("value_error", F.col("value_error").isNotNull()),
         ("duplicate_row_id", _duplicate_id(["source_table", "source_row_id"])),
         ("duplicate_event", F.row_number().over(same_event) > 1),
-    ])).drop("_person", "_birth", "_death")
+    ])
+    named = F.when(reason == "parse_error", F.col("parse_error")).when(
+        reason == "value_error", F.col("value_error")).otherwise(reason)
+    return flagged.withColumn("reason", named).drop("_person", "_birth", "_death")
 
 
 def accepted_events(flagged_persons: DataFrame, flagged_events: DataFrame, run_id: str) -> DataFrame:
-    """silver.events rows: birth and gender per person, then every accepted event."""
+    """silver.events rows: birth and gender per person, then every accepted event and the
+    events derived from it (a radiograph's erosion and JSN totals beside its mTSS)."""
     ok = flagged_persons.where(F.col("reason").isNull())
     births = ok.select("subject_id", "time", F.lit(BIRTH_CODE).alias("code"), "source_table",
                        "source_row_id")
-    genders = ok.select("subject_id", F.lit(None).cast("timestamp").alias("time"), "code",
-                        "source_table", "source_row_id")
+    # A person whose gender maps to no code is still a patient: only the gender fact is absent.
+    genders = ok.where(F.col("code").isNotNull()).select(
+        "subject_id", F.lit(None).cast("timestamp").alias("time"), "code", "source_table",
+        "source_row_id")
     statics = births.unionByName(genders).select(
         "subject_id", "time", "code", F.lit(None).cast("float").alias("numeric_value"),
         F.lit(None).cast("string").alias("text_value"), F.lit(None).cast("long").alias("visit_id"),
         "source_table", "source_row_id")
-    events = flagged_events.where(F.col("reason").isNull()).select(
-        "subject_id", "time", "code", "numeric_value", "text_value", "visit_id", "source_table",
-        "source_row_id")
+    accepted = flagged_events.where(F.col("reason").isNull())
+    columns = ["subject_id", "time", "code", "numeric_value", "text_value", "visit_id",
+               "source_table", "source_row_id"]
+    derived = (accepted.where(F.col("derived").isNotNull())
+               .select("*", F.explode("derived").alias("_d"))
+               .withColumn("code", F.col("_d.code"))
+               .withColumn("numeric_value", F.col("_d.numeric_value")))
+    events = accepted.select(columns).unionByName(derived.select(columns))
     return statics.unionByName(events).withColumn("ingest_run_id", F.lit(run_id))
 
 
 def rejected_rows(flagged: DataFrame, run_id: str) -> DataFrame:
     """silver.rejects rows: the refused source row as JSON with the rule it broke."""
     return flagged.where(F.col("reason").isNotNull()).select(
-        "source_table", "source_row_id", "reason", F.col("row").alias("raw"),
+        "source_table", "source_row_id", "subject_id", "reason", F.col("row").alias("raw"),
         F.lit(run_id).alias("ingest_run_id"))
 
 
@@ -249,21 +396,39 @@ class IngestAccountingError(RuntimeError):
     """Rows in != rows accepted + rows rejected for some source table."""
 
 
+def _panel_size(source: Source) -> int | None:
+    genes = source.tables.get("ext.omics_genes")
+    return genes.count() if genes is not None else None  # small: one row per gene of the panel
+
+
+def candidates_of(source: Source) -> list[DataFrame]:
+    """Candidate events of every event table the source has (not persons, not deaths)."""
+    concepts, tables, origin = source.tables.get("concept"), source.tables, source.origin
+    found = [event_candidates(tables[s.table], s, concepts, origin(s.table))
+             for s in EVENT_SOURCES if s.table in tables]
+    if "ext.imaging" in tables:
+        found.append(imaging_candidates(tables["ext.imaging"], origin("ext.imaging")))
+    if "ext.omics" in tables:
+        found.append(omics_candidates(tables["ext.omics"], _panel_size(source), origin("ext.omics")))
+    return found
+
+
 def ingest_omop(
-    tables: dict[str, DataFrame], extract_time: dt.datetime, run_id: str
+    source: Source | dict[str, DataFrame], extract_time: dt.datetime, run_id: str
 ) -> tuple[DataFrame, DataFrame, DataFrame]:
-    """(silver.events, silver.rejects, flagged candidates) from OMOP tables by name.
+    """(silver.events, silver.rejects, flagged candidates) from the source's tables.
 
     Persist the flagged candidates while both outputs are written, then unpersist them.
     """
-    if "person" not in tables:
-        raise ValueError("OMOP extract has no person table")
-    concepts = tables.get("concept")
-    persons = flag_persons(person_candidates(tables["person"], concepts), extract_time)
-    deaths = death_candidates(tables["death"]) if "death" in tables else None
-    candidates = [event_candidates(tables[s.table], s, concepts)
-                  for s in EVENT_SOURCES if s.table in tables]
-    if deaths is not None:
+    source = source if isinstance(source, Source) else Source(dict(source))
+    if "person" not in source.tables:
+        raise SourceError("the OMOP extract has no person table")
+    persons = flag_persons(person_candidates(source.tables["person"], source.tables.get("concept"),
+                                             source.origin("person")), extract_time)
+    candidates = candidates_of(source)
+    deaths = None
+    if "death" in source.tables:
+        deaths = death_candidates(source.tables["death"], source.origin("death"))
         candidates.append(deaths)
     union = candidates[0]
     for more in candidates[1:]:
@@ -275,11 +440,11 @@ def ingest_omop(
 
 
 def account_rows(
-    tables: dict[str, DataFrame], events: DataFrame, rejects: DataFrame
+    source: Source | dict[str, DataFrame], events: DataFrame, rejects: DataFrame
 ) -> list[dict]:
     """Per source table: rows in, accepted, rejected by reason; raises if any row is lost."""
-    sources = ["person", "death"] + [s.table for s in EVENT_SOURCES]
-    rows_in = {t: tables[t].count() for t in sources if t in tables}
+    tables = source.tables if isinstance(source, Source) else source
+    rows_in = {t: tables[t].count() for t in SOURCE_TABLES if t in tables}
     accepted = dict(events.groupBy("source_table").agg(F.countDistinct("source_row_id"))
                     .collect())  # small: one row per source table
     rejected: dict[str, dict[str, int]] = {}

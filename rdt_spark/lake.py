@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 
 
 def table_path(lake: str, name: str) -> str:
@@ -49,3 +50,23 @@ def write_table(
 def table_version(spark: SparkSession, lake: str, name: str) -> int:
     history = DeltaTable.forPath(spark, table_path(lake, name)).history(1)
     return history.select("version").first()[0]  # small: one row
+
+
+def replace_subjects(rows: DataFrame, touched: DataFrame, lake: str, name: str) -> int:
+    """Replace the rows of the ``touched`` subjects (a frame of ``subject_id``, null allowed)
+    in table ``name`` with ``rows``, in one Delta MERGE; other subjects' rows stay untouched.
+
+    One marker row per touched subject deletes that subject's rows (``<=>``, so the null
+    subject of rows that name no usable person is a subject too); the new rows, which match no
+    marker, are inserted. Returns the new Delta version.
+    """
+    spark = rows.sparkSession
+    markers = touched.select("subject_id").distinct().withColumn("_marker", F.lit(True))
+    source = rows.withColumn("_marker", F.lit(False)).unionByName(markers, allowMissingColumns=True)
+    (DeltaTable.forPath(spark, table_path(lake, name)).alias("t")
+     .merge(source.alias("s"), "s._marker AND t.subject_id <=> s.subject_id")
+     .whenMatchedDelete()
+     .whenNotMatchedInsert(condition="NOT s._marker",
+                           values={c: F.col(f"s.`{c}`") for c in rows.columns})
+     .execute())
+    return table_version(spark, lake, name)

@@ -37,9 +37,12 @@ SILVER_EVENTS = _schema(
     ("ingest_run_id", StringType()),
 )
 
+# subject_id (null where the row names no usable person) lets an incremental run replace one
+# patient's rejects together with their events.
 SILVER_REJECTS = _schema(
     ("source_table", StringType()),
     ("source_row_id", LongType()),
+    ("subject_id", LongType()),
     ("reason", StringType()),
     ("raw", StringType()),
     ("ingest_run_id", StringType()),

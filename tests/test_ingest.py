@@ -7,7 +7,7 @@ import pytest
 from pyspark.sql import functions as F
 
 from rdt_spark.ingest import BIRTH_CODE, account_rows, ingest_omop
-from rdt_spark.omop_source import extract_time, read_omop_parquet
+from rdt_spark.omop_source import extract_time, read_omop_folder
 
 EXTRACT = dt.datetime(2024, 12, 31, 23, 59, 59)
 T = dt.datetime
@@ -111,7 +111,7 @@ EXTERNAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "external" 
 def test_external_omop_extract_ingests_with_every_row_accounted_for(spark, tmp_path):
     with zipfile.ZipFile(EXTERNAL) as archive:
         archive.extractall(tmp_path)  # never beside the read-only archive
-    tables = read_omop_parquet(spark, str(tmp_path / "Synthea27NjParquet"))
+    tables = read_omop_folder(spark, str(tmp_path / "Synthea27NjParquet"))
     events, rejects, flagged = ingest_omop(tables, extract_time(tables), "external")
     events, rejects = events.cache(), rejects.cache()
     summary = account_rows(tables, events, rejects)
