@@ -144,7 +144,9 @@ def test_rerunning_ingest_replaces_never_duplicates(flow, spark):
     version = table_version(spark, cfg.lake, "silver.events")
     before = read_table(spark, cfg.lake, "silver.events", version)
     count = before.count()
-    ingest.run(cfg, argparse.Namespace(source=None))
+    assert ingest.run(cfg, argparse.Namespace(source=None, full=False))["touched"] == 0
+    assert table_version(spark, cfg.lake, "silver.events") == version  # nothing changed
+    ingest.run(cfg, argparse.Namespace(source=None, full=True))
     after = read_table(spark, cfg.lake, "silver.events")
     assert after.count() == count
     assert table_version(spark, cfg.lake, "silver.events") == version + 1
