@@ -442,10 +442,19 @@ def ingest_omop(
 def account_rows(
     source: Source | dict[str, DataFrame], events: DataFrame, rejects: DataFrame
 ) -> list[dict]:
-    """Per source table: rows in, accepted, rejected by reason; raises if any row is lost."""
+    """Per source table: rows in, accepted, rejected by reason; raises if any row is lost.
+
+    Each accepted row has exactly one primary event (a person its birth, a radiograph its mTSS;
+    gender and the mTSS parts come beside it), so counting primary events also catches a row
+    ingested twice.
+    """
     tables = source.tables if isinstance(source, Source) else source
     rows_in = {t: tables[t].count() for t in SOURCE_TABLES if t in tables}
-    accepted = dict(events.groupBy("source_table").agg(F.countDistinct("source_row_id"))
+    secondary = (((F.col("source_table") == "person") & (F.col("code") != BIRTH_CODE))
+                 | ((F.col("source_table") == "ext.imaging")
+                    & (F.col("code") != sharp_score.MTSS_CODE)))
+    primary = ~secondary
+    accepted = dict(events.where(primary).groupBy("source_table").count()
                     .collect())  # small: one row per source table
     rejected: dict[str, dict[str, int]] = {}
     by_reason = rejects.groupBy("source_table", "reason").count()

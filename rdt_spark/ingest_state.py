@@ -17,14 +17,22 @@ import datetime as dt
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from rdt_spark.ingest import SOURCE_TABLES, row_json
+from rdt_spark.ingest import SOURCE_TABLES
 from rdt_spark.omop_source import Source, parse_field
 
 REFERENCE_TABLES = ["concept", "ext.omics_genes"]
 
 
-def _row_hashes(df: DataFrame, table: str) -> Column:
-    return F.xxhash64(F.lit(table), row_json(df)).cast("decimal(38,0)")
+def row_hash(df: DataFrame, table: str) -> Column:
+    """A 64-bit hash of the whole row. Spark's hash skips nulls, so the null pattern is hashed too
+    ((a, null) and (null, a) differ)."""
+    columns = [F.col(f"`{c}`") for c in df.columns]
+    return F.xxhash64(F.lit(table), F.array(*[c.isNull() for c in columns]), *columns)
+
+
+def _hash_sums(h: Column) -> list[Column]:
+    # Two 32-bit halves summed as longs: exact, overflow-free and cheaper than a decimal sum.
+    return [F.sum(F.shiftright(h, 32)), F.sum(h.bitwiseAND(0xFFFFFFFF))]
 
 
 def source_fingerprints(source: Source) -> DataFrame:
@@ -34,13 +42,13 @@ def source_fingerprints(source: Source) -> DataFrame:
         if table in source.tables:
             df = source.tables[table]
             subject, _ = parse_field(df, "person_id", "long", table)
-            parts.append(df.select(subject.alias("subject_id"),
-                                   _row_hashes(df, table).alias("h")))
+            parts.append(df.select(subject.alias("subject_id"), row_hash(df, table).alias("h")))
     union = parts[0]
     for more in parts[1:]:
         union = union.unionByName(more)
+    high, low = _hash_sums(F.col("h"))
     return union.groupBy("subject_id").agg(
-        F.count("*").alias("rows"), F.sum("h").cast("string").alias("fingerprint"))
+        F.count("*").alias("rows"), F.concat_ws(":", high, low).alias("fingerprint"))
 
 
 def reference_fingerprint(source: Source, extract_time: dt.datetime) -> str:
@@ -49,8 +57,8 @@ def reference_fingerprint(source: Source, extract_time: dt.datetime) -> str:
     for table in REFERENCE_TABLES:
         if table in source.tables:
             df = source.tables[table]
-            row = df.select(F.count("*"), F.sum(_row_hashes(df, table))).first()  # small: 1 row
-            parts.append(f"{table}:{row[0]}:{row[1]}")
+            row = df.select(F.count("*"), *_hash_sums(row_hash(df, table))).first()  # small: 1 row
+            parts.append(f"{table}:{row[0]}:{row[1]}:{row[2]}")
     return "|".join(parts)
 
 
