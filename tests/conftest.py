@@ -64,3 +64,9 @@ def flow(tmp_path_factory, spark, ray_local):
         "evaluate": evaluate.run(cfg, argparse.Namespace()),
     }
     return cfg, results
+
+
+def single_partition_steps(df) -> list[str]:
+    """Plan lines that funnel all rows through one partition (a global sort or window)."""
+    plan = df._jdf.queryExecution().executedPlan().toString()
+    return [line.strip() for line in plan.splitlines() if "SinglePartition" in line]

@@ -120,3 +120,11 @@ def test_external_omop_extract_ingests_with_every_row_accounted_for(spark, tmp_p
     assert all(row["rows_in"] == row["accepted"] + row["rejected"] for row in summary)
     codes = {r.code.split("/")[0] for r in events.select("code").distinct().collect()}
     assert {"SNOMED", "LOINC", "RxNorm"} <= codes
+
+
+def test_ingest_plans_never_funnel_through_one_partition(omop):
+    from conftest import single_partition_steps
+
+    events, rejects, flagged = ingest_omop(omop, EXTRACT, "plan")
+    assert single_partition_steps(events) == [] and single_partition_steps(rejects) == []
+    flagged.unpersist()
