@@ -31,8 +31,8 @@ from pyspark.sql.types import (
 from rdt_spark.lake import read_table, table_exists, table_path
 
 OMOP_TABLES = ["person", "death", "observation_period", "visit_occurrence",
-               "condition_occurrence", "drug_exposure", "measurement", "note", "concept",
-               "cdm_source"]
+               "condition_occurrence", "drug_exposure", "procedure_occurrence", "device_exposure",
+               "measurement", "observation", "note", "concept", "cdm_source"]
 EXT_TABLES = ["ext.imaging", "ext.omics", "ext.omics_genes"]
 CSV_SUFFIXES = (".csv", ".csv.gz", ".tsv", ".tsv.gz")
 
