@@ -218,6 +218,9 @@ def _validate(cfg: Config, source: str) -> Config:
         raise ConfigError(
             f"{source}: 'tokenize.split_fractions' needs train, val and test summing to 1"
         )
+    if cfg.tokenize.max_timeline_events <= cfg.model.max_seq_len:
+        raise ConfigError(f"{source}: 'tokenize.max_timeline_events' must exceed "
+                          f"'model.max_seq_len' ({cfg.model.max_seq_len})")
     if cfg.model.d_model % cfg.model.n_heads:
         raise ConfigError(f"{source}: 'model.d_model' must be divisible by 'model.n_heads'")
     for key, value in [

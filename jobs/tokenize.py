@@ -29,8 +29,8 @@ def run(cfg: Config, args: argparse.Namespace) -> dict:
     vocab = read_table(spark, cfg.lake, "gold.vocab")
     version = vocab_version(vocab)
     context.log("tokenize", f"gold.vocab {version}: {vocab.count():,} tokens")
-    write_table(build_timelines(events, vocab, t.split_fractions, t.max_timeline_events),
-                cfg.lake, "gold.timelines")
+    write_table(build_timelines(events, vocab, t.split_fractions, t.max_timeline_events,
+                                context=cfg.model.max_seq_len), cfg.lake, "gold.timelines")
     write_table(task_labels(events, suite, t.split_fractions), cfg.lake, "gold.tasks")
     timelines = read_table(spark, cfg.lake, "gold.timelines")
     tasks = read_table(spark, cfg.lake, "gold.tasks")

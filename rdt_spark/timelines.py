@@ -11,9 +11,12 @@ quantile-bin position in [-1, 1] of ``rdt_spark.vocab.binned_value``, null witho
 Long histories: a timeline keeps its static facts and its newest ``max_events`` timed events;
 older timed events are dropped and counted in ``dropped_events`` (0 for almost everyone when the
 cap is far above the model's context). Deltas are computed before the cut, so the first kept
-event's delta still measures the gap to the event before it. Prediction times at or before the
-first kept timed event are dropped (their history would be statics only). Models read windows
-of ``model.max_seq_len`` events of what is stored, as ray_training.datasets documents.
+event's delta still measures the gap to the event before it. Models read a window of at most
+``model.max_seq_len`` (``context``) events ending at a prediction time (ray_training.datasets). In
+a cut timeline, a prediction time keeps only if at least ``context`` kept timed events precede it,
+so what the model reads there is exactly what it would read uncut: otherwise how much history is
+visible would depend on how many events came later, a leak from the future. Set the cap well
+above the context; then only the earliest prediction times of the longest histories go.
 
 Example: events (1, null, Gender/F), (1, 1960-01-01, MEDS_BIRTH), (1, 2020-01-01 09:00, Visit/OP)
 give tokens [Gender/F, MEDS_BIRTH, Visit/OP], ages [null, 0.0, 60.0], deltas [0, 0, 21915],
@@ -121,8 +124,12 @@ def capped(timelines: DataFrame, max_events: int) -> DataFrame:
 
 def build_timelines(
     events: DataFrame, vocab: DataFrame, fractions: dict[str, float], max_events: int = 100_000,
+    context: int = 0,
 ) -> DataFrame:
-    """gold.timelines rows, one per subject; ``vocab`` is gold.vocab (its version is recorded)."""
+    """gold.timelines rows, one per subject; ``vocab`` is gold.vocab (its version is recorded).
+
+    ``max_events`` caps the timed events kept; ``context`` is the model's window (see above).
+    """
     version = vocab.select("vocab_version").limit(1)
     timelines = capped(with_deltas(ordered_timelines(tokenized_events(events, vocab))), max_events)
     arrays = timelines.select(
@@ -132,8 +139,9 @@ def build_timelines(
         F.col("events.visit_id").alias("visit_ids"), F.col("events.time").alias("times"))
     predict_at = (prediction_times(events).groupBy("subject_id")
                   .agg(F.sort_array(F.collect_list("prediction_time")).alias("prediction_times")))
-    after_cut = F.filter("prediction_times",
-                         lambda t: F.col("first_kept").isNull() | (t > F.col("first_kept")))
+    seen = lambda t: F.size(F.filter("times", lambda x: x < t))  # noqa: E731  kept, timed, before t
+    after_cut = F.filter("prediction_times", lambda t: F.col("first_kept").isNull() | (
+        (t > F.col("first_kept")) & (seen(t) >= context)))
     return (arrays.join(predict_at, "subject_id", "left")
             .withColumn("prediction_times",
                         F.coalesce(after_cut, F.array().cast("array<timestamp>")))
