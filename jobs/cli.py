@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from jobs import demo, embed, evaluate, generate, index, ingest, query, tokenize, train
+from jobs import demo, embed, evaluate, export_meds, generate, index, ingest, query, tokenize, train
 from jobs.config import ConfigError, load_config
 
 JOBS = {
     "generate": generate, "ingest": ingest, "tokenize": tokenize, "train": train,
     "embed": embed, "index": index, "query": query, "evaluate": evaluate, "demo": demo,
+    "export-meds": export_meds,
 }
 
 
