@@ -186,7 +186,7 @@ def export_meds(
     written = write_shards(meds_rows(events, fractions, shards), str(tmp))
     files = written.collect()  # small: one row per shard file
     codes = code_metadata(events, descriptions)
-    code_rows = codes.collect()  # small: one row per distinct code
+    code_rows = sorted(codes.collect(), key=lambda r: r["code"])  # small: one row per code
     pq.write_table(pa.table({
         "code": [r["code"] for r in code_rows],
         "description": [r["description"] for r in code_rows],

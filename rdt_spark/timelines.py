@@ -78,6 +78,8 @@ def ordered_timelines(tokens: DataFrame) -> DataFrame:
 
     Each struct holds the sort key (timed, time, code, source_table, source_row_id), then
     token, age, value, visit_id; sorting the structs is the stable order described above.
+    Rows (1, 2020-01-01 09:00, Visit/OP), (1, 2020-01-01 09:00, LOINC/1988-5), (1, null,
+    Gender/F) give (1, [Gender/F, LOINC/1988-5, Visit/OP]) as structs.
     """
     births = (tokens.where(F.col("code") == BIRTH_CODE)
               .groupBy("subject_id").agg(F.min("time").alias("_birth")))
@@ -93,7 +95,10 @@ def ordered_timelines(tokens: DataFrame) -> DataFrame:
 
 
 def with_deltas(timelines: DataFrame) -> DataFrame:
-    """Adds ``delta`` (days since the previous event, 0 for the first) to every event struct."""
+    """Adds ``delta`` (days since the previous event, 0 for the first) to every event struct.
+
+    Events at [null, 2020-01-01, 2020-01-03 12:00] get deltas [0, 0, 2.5].
+    """
     def delta(e: Column, i: Column) -> Column:
         previous = F.col("events")[F.greatest(i - 1, F.lit(0))]["time"]
         days = ((_seconds(e["time"]) - _seconds(previous)) / 86400.0).cast("float")

@@ -209,16 +209,22 @@ def test_events_at_or_after_a_prediction_time_never_change_its_features(spark):
         assert _prefix(cut1, t, 10) == _prefix(row0, t, 10)
 
 
-def test_events_before_a_prediction_time_never_change_its_labels(spark):
+TNF_INDEX = T(2018, 1, 1) + D(days=60 * 14 + 1)  # the end of the day the TNF inhibitor starts
+
+
+@pytest.mark.parametrize("at", [AT, TNF_INDEX], ids=["visit_end", "drug_start"])
+def test_events_before_a_prediction_time_never_change_its_labels(spark, at):
     subject = _subject_in(spark, "test")
     base = _history(subject)
-    at = AT
-    baseline_window = at - D(days=365)  # radiographic baseline lookback: the declared exception
+    # the declared baselines stay: mTSS within the radiographic lookback, DAS28 within the EULAR
+    # lookback before the start day; drug events stay too, as they define the EULAR index
+    declared = {"RDT/MTSS": at - D(days=365), "RDT/DAS28_ESR": at - D(days=1 + 90)}
     past = Rows()
     for r in base.rows:
-        in_baseline = r[2] == "RDT/MTSS" and r[1] >= baseline_window
-        if r[1] is not None and r[1] < at and r[3] is not None and not in_baseline:
-            r = (*r[:3], 9.0 - r[3] / 2, *r[4:])  # every earlier value changed
+        kept = r[2].startswith("RxNorm/") or r[2] == "Visit/OP" or (
+            r[2] in declared and r[1] >= declared[r[2]])
+        if r[1] is not None and r[1] < at and r[3] is not None and not kept:
+            r = (*r[:3], 9.0 - r[3] / 2, *r[4:])  # every other earlier value changed
         if r[2] == "RDT/FLARE" and r[1] < at:
             continue  # earlier flares removed
         past.rows.append(r)
@@ -234,4 +240,6 @@ def test_events_before_a_prediction_time_never_change_its_labels(spark):
     assert before == after
     tasks = {task for task, _ in before}
     assert {"flare_within_180d", "das28_remission_12m", "radiographic_progression_2y"} <= tasks
+    if at == TNF_INDEX:
+        assert before[("eular_response_6m/tnf_inhibitor", at)][1] is False  # not censored
     assert any(label for label, _, _ in before.values())
