@@ -235,6 +235,9 @@ def _validate(cfg: Config, source: str) -> Config:
         if value < 1:
             raise ConfigError(f"{source}: '{key}' must be at least 1, got {value}")
     tasks_file = Path(source).parent / cfg.tokenize.tasks_file
+    if not tasks_file.is_file():
+        raise ConfigError(f"{source}: 'tokenize.tasks_file' names no file: {tasks_file} "
+                          "(relative paths start at the config file's folder)")
     load_tasks(tasks_file)  # fail now, naming the key, rather than mid-job
     lake = _absolute(cfg.lake)
     return cfg.replace(lake=lake, run_dir=_absolute(cfg.run_dir or f"{lake}/_runs"),

@@ -243,3 +243,14 @@ def test_events_before_a_prediction_time_never_change_its_labels(spark, at):
     if at == TNF_INDEX:
         assert before[("eular_response_6m/tnf_inhibitor", at)][1] is False  # not censored
     assert any(label for label, _, _ in before.values())
+
+
+def test_a_config_whose_task_file_is_missing_names_the_key(tmp_path):
+    from jobs.config import load_config
+
+    cfg = tmp_path / "mine.yaml"
+    cfg.write_text("lake: ./lake\n")
+    with pytest.raises(ConfigError, match=r"'tokenize.tasks_file' names no file"):
+        load_config(cfg)
+    (tmp_path / "tasks.yaml").write_text((CONF / "tasks.yaml").read_text())
+    assert load_config(cfg).tokenize.tasks_file == str(tmp_path / "tasks.yaml")
