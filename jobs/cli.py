@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from jobs import demo, embed, evaluate, generate, index, ingest, query, tokenize, train
+from jobs import demo, embed, evaluate, export_meds, generate, index, ingest, query, tokenize, train
 from jobs.config import ConfigError, load_config
 from rdt_spark.ingest import IngestAccountingError
 from rdt_spark.omop_source import SourceError
@@ -13,6 +13,7 @@ from rdt_spark.omop_source import SourceError
 JOBS = {
     "generate": generate, "ingest": ingest, "tokenize": tokenize, "train": train,
     "embed": embed, "index": index, "query": query, "evaluate": evaluate, "demo": demo,
+    "export-meds": export_meds,
 }
 
 

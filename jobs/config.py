@@ -16,6 +16,8 @@ from typing import Any
 
 import yaml
 
+from rdt_spark.tasks import TASK_KINDS, TaskSuite
+
 
 class ConfigError(ValueError):
     """A config file that does not match the schema; the message names the key."""
@@ -45,12 +47,14 @@ class GenerateConfig:
 
 @dataclass(frozen=True)
 class TokenizeConfig:
-    min_code_count: int = 5
+    min_code_count: int = 5  # rarer training codes fold into their vocabulary's [UNK:...]
+    value_bins: int = 10  # per-code quantile bins of numeric values
+    max_timeline_events: int = 20000  # timed events kept per timeline, the newest (timelines.py)
     split_fractions: dict[str, float] = field(
         default_factory=lambda: {"train": 0.7, "val": 0.1, "test": 0.2}
     )
-    flare_code: str = "RDT/FLARE"
-    flare_horizon_days: int = 180
+    tasks_file: str = "tasks.yaml"  # task definitions; relative to the config file's folder
+    meds_subjects_per_shard: int = 10000  # rdt export-meds: subjects per data shard
 
 
 @dataclass(frozen=True)
@@ -172,12 +176,51 @@ def _build(cls: type, data: Any, prefix: str, source: str) -> Any:
     return cls(**values)
 
 
+def load_tasks(path: str | os.PathLike) -> TaskSuite:
+    """Read and validate task definitions (conf/tasks.yaml); errors name the dotted key."""
+    source = str(path)
+    try:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"{source}: no such task file") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{source}: not valid YAML: {err}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: '<top>' must be a mapping, got {data!r}")
+    unknown = sorted(set(data) - {"drug_classes", "tasks"})
+    if unknown:
+        raise ConfigError(f"{source}: unknown key '{unknown[0]}' (expected one of: "
+                          "drug_classes, tasks)")
+    for key in ("drug_classes", "tasks"):
+        if key not in data:
+            raise ConfigError(f"{source}: missing required key '{key}'")
+    classes = _check(data["drug_classes"], dict[str, list[str]], "drug_classes", source)
+    if not isinstance(data["tasks"], dict) or not data["tasks"]:
+        raise ConfigError(f"{source}: 'tasks' must be a non-empty mapping of task name to definition")
+    tasks = {}
+    for name, spec in data["tasks"].items():
+        key = f"tasks.{name}"
+        if not isinstance(spec, dict) or spec.get("kind") not in TASK_KINDS:
+            raise ConfigError(f"{source}: '{key}.kind' must be one of {', '.join(TASK_KINDS)}")
+        kind = TASK_KINDS[spec["kind"]]
+        tasks[str(name)] = _build(kind, {k: v for k, v in spec.items() if k != "kind"}, key,
+                                  source)
+        for i, drug_class in enumerate(getattr(tasks[str(name)], "drug_classes", None) or []):
+            if drug_class not in classes:
+                raise ConfigError(f"{source}: '{key}.drug_classes[{i}]' names no class of "
+                                  f"drug_classes: {drug_class!r}")
+    return TaskSuite(classes, tasks)
+
+
 def _validate(cfg: Config, source: str) -> Config:
     fractions = cfg.tokenize.split_fractions
     if set(fractions) != {"train", "val", "test"} or abs(sum(fractions.values()) - 1) > 1e-6:
         raise ConfigError(
             f"{source}: 'tokenize.split_fractions' needs train, val and test summing to 1"
         )
+    if cfg.tokenize.max_timeline_events <= cfg.model.max_seq_len:
+        raise ConfigError(f"{source}: 'tokenize.max_timeline_events' must exceed "
+                          f"'model.max_seq_len' ({cfg.model.max_seq_len})")
     if cfg.model.d_model % cfg.model.n_heads:
         raise ConfigError(f"{source}: 'model.d_model' must be divisible by 'model.n_heads'")
     for key, value in [
@@ -185,11 +228,21 @@ def _validate(cfg: Config, source: str) -> Config:
         ("train.num_workers", cfg.train.num_workers),
         ("query.k", cfg.query.k),
         ("index.num_shards", cfg.index.num_shards),
+        ("tokenize.value_bins", cfg.tokenize.value_bins),
+        ("tokenize.max_timeline_events", cfg.tokenize.max_timeline_events),
+        ("tokenize.meds_subjects_per_shard", cfg.tokenize.meds_subjects_per_shard),
     ]:
         if value < 1:
             raise ConfigError(f"{source}: '{key}' must be at least 1, got {value}")
+    tasks_file = Path(source).parent / cfg.tokenize.tasks_file
+    if not tasks_file.is_file():
+        raise ConfigError(f"{source}: 'tokenize.tasks_file' names no file: {tasks_file} "
+                          "(relative paths start at the config file's folder)")
+    load_tasks(tasks_file)  # fail now, naming the key, rather than mid-job
     lake = _absolute(cfg.lake)
-    return cfg.replace(lake=lake, run_dir=_absolute(cfg.run_dir or f"{lake}/_runs"))
+    return cfg.replace(lake=lake, run_dir=_absolute(cfg.run_dir or f"{lake}/_runs"),
+                       tokenize=dataclasses.replace(cfg.tokenize,
+                                                    tasks_file=_absolute(str(tasks_file))))
 
 
 def load_config(path: str | os.PathLike, overrides: dict[str, Any] | None = None) -> Config:

@@ -2,7 +2,8 @@
 
 Long histories: a timeline longer than the model's context is read as a window of
 ``max_seq_len`` consecutive events, a random one in training and the one ending at the prediction
-time when embedding; the stored timeline is never truncated.
+time when embedding. The stored timeline holds at most ``tokenize.max_timeline_events`` timed
+events, the newest (rdt_spark.timelines documents the cap and its ``dropped_events`` count).
 """
 
 from __future__ import annotations
