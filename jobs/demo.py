@@ -10,6 +10,7 @@ from pyspark.sql import functions as F
 from jobs import context, embed, evaluate, generate, index, ingest, query, tokenize, train
 from jobs.config import Config
 from rdt_spark.lake import read_table
+from rdt_spark.tasks import FLARE_TASK
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -19,7 +20,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def example_patient(cfg: Config) -> tuple[int, str]:
     """A test-split patient with a long history, asked about at the middle of it."""
-    tasks = read_table(context.spark(cfg), cfg.lake, "gold.tasks").where(F.col("split") == "test")
+    tasks = read_table(context.spark(cfg), cfg.lake, "gold.tasks").where(
+        (F.col("split") == "test") & (F.col("task") == FLARE_TASK))
     best = (tasks.groupBy("subject_id")
             .agg(F.count("*").alias("n"), F.sort_array(F.collect_list("prediction_time")).alias("t"))
             .orderBy(F.desc("n"), "subject_id").first())  # small: one row

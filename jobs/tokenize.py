@@ -9,6 +9,7 @@ from pyspark.sql import functions as F
 from jobs import context
 from jobs.config import Config, load_tasks
 from rdt_spark.lake import read_table, write_table
+from rdt_spark.schemas import GOLD_TASKS, GOLD_TIMELINES, GOLD_VOCAB, conform
 from rdt_spark.splits import split_of
 from rdt_spark.tasks import task_labels
 from rdt_spark.timelines import build_timelines
@@ -25,13 +26,16 @@ def run(cfg: Config, args: argparse.Namespace) -> dict:
     spark = context.spark(cfg)
     events = read_table(spark, cfg.lake, "silver.events")
     train_events = events.where(split_of(F.col("subject_id"), t.split_fractions) == "train")
-    write_table(build_vocab(train_events, t.min_code_count, t.value_bins), cfg.lake, "gold.vocab")
+    write_table(conform(build_vocab(train_events, t.min_code_count, t.value_bins), GOLD_VOCAB),
+                cfg.lake, "gold.vocab")
     vocab = read_table(spark, cfg.lake, "gold.vocab")
     version = vocab_version(vocab)
     context.log("tokenize", f"gold.vocab {version}: {vocab.count():,} tokens")
-    write_table(build_timelines(events, vocab, t.split_fractions, t.max_timeline_events,
-                                context=cfg.model.max_seq_len), cfg.lake, "gold.timelines")
-    write_table(task_labels(events, suite, t.split_fractions), cfg.lake, "gold.tasks")
+    timelines = build_timelines(events, vocab, t.split_fractions, t.max_timeline_events,
+                                context=cfg.model.max_seq_len)
+    write_table(conform(timelines, GOLD_TIMELINES), cfg.lake, "gold.timelines")
+    write_table(conform(task_labels(events, suite, t.split_fractions), GOLD_TASKS), cfg.lake,
+                "gold.tasks")
     timelines = read_table(spark, cfg.lake, "gold.timelines")
     tasks = read_table(spark, cfg.lake, "gold.tasks")
     per_split = timelines.groupBy("split").agg(

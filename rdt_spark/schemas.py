@@ -54,6 +54,7 @@ GOLD_VOCAB = _schema(
     ("count", LongType()),
     ("value_mean", DoubleType()),
     ("value_std", DoubleType()),
+    ("value_edges", ArrayType(DoubleType())),  # inner quantile edges; a value's bin = edges below it
     ("vocab_version", StringType()),
 )
 
@@ -70,6 +71,7 @@ GOLD_TIMELINES = _schema(
     ("prediction_times", ArrayType(TimestampType())),
     ("split", StringType()),
     ("vocab_version", StringType()),
+    ("dropped_events", IntegerType()),  # oldest timed events beyond tokenize.max_timeline_events
 )
 
 GOLD_TASKS = _schema(
@@ -80,6 +82,7 @@ GOLD_TASKS = _schema(
     ("horizon_days", IntegerType()),
     ("censored", BooleanType()),
     ("split", StringType()),
+    ("category", StringType()),  # a finer label where the task has one: EULAR good/moderate/none
 )
 
 GOLD_EMBEDDINGS = _schema(
