@@ -254,3 +254,19 @@ def test_a_config_whose_task_file_is_missing_names_the_key(tmp_path):
         load_config(cfg)
     (tmp_path / "tasks.yaml").write_text((CONF / "tasks.yaml").read_text())
     assert load_config(cfg).tokenize.tasks_file == str(tmp_path / "tasks.yaml")
+
+
+def test_tokenize_plans_never_funnel_through_one_partition(spark):
+    from conftest import single_partition_steps
+
+    rows = Rows()
+    for s in range(1, 6):
+        rows.visit(s, T(2020, 1, 1, 9)).add(s, T(2020, 1, 1, 10), "RDT/DAS28_ESR", 5.0)
+        rows.add(s, T(2020, 1, 1, 10), "RxNorm/6851", visit=1).add(s, T(2020, 3, 1), "RDT/FLARE")
+        rows.add(s, T(2020, 1, 1, 11), "RDT/MTSS", 10.0).visit(s, T(2021, 1, 1, 9))
+        rows.add(s, T(2021, 1, 1, 10), "RDT/MTSS", 20.0)
+    events = rows.frame(spark)
+    vocab = build_vocab(events, 1)
+    timelines = build_timelines(events, vocab, FRACTIONS, 1000, context=8)
+    assert single_partition_steps(timelines) == []
+    assert single_partition_steps(task_labels(events, SUITE, FRACTIONS)) == []
