@@ -318,6 +318,7 @@ def simulate_patient(person_id: int, seed: int, origin: dt.datetime, span_days: 
 
         # What the visit measures.
         tjc, sjc, esr, crp, pga = components(d, activity, z.female, z.age)
+        esr, crp, pga = float(round(esr)), round(crp, 1), float(round(pga))  # as recorded
         mtss = int(erosion.sum() + jsn.sum())
         haq = min(3.0, max(0.0, round((0.3 * (activity - 2) + 0.25 + mtss / 150
                                        + 0.2 * d.normal()) * 8) / 8))
@@ -331,14 +332,14 @@ def simulate_patient(person_id: int, seed: int, origin: dt.datetime, span_days: 
             measure(C.TENDER_JOINTS, float(tjc), "{count}")
             measure(C.SWOLLEN_JOINTS, float(sjc), "{count}")
         if has_pga:
-            measure(C.PATIENT_GLOBAL, float(round(pga)), "mm", C.MILLIMETER.concept_id)
+            measure(C.PATIENT_GLOBAL, pga, "mm", C.MILLIMETER.concept_id)
         if has_esr:
-            measure(C.ESR, float(round(esr)), "mm/h", C.MM_PER_H.concept_id)
+            measure(C.ESR, esr, "mm/h", C.MM_PER_H.concept_id)
         if has_crp:
             if mg_dl:
                 measure(C.CRP, round(crp / 10, 2), "mg/dL", C.MG_PER_DL.concept_id)
             else:
-                measure(C.CRP, round(crp, 1), "mg/L", C.MG_PER_L.concept_id)
+                measure(C.CRP, crp, "mg/L", C.MG_PER_L.concept_id)
         if has_haq:
             measure(C.HAQ_DI, haq, "{score}")
         if das_esr is not None:
@@ -485,6 +486,10 @@ def _span(start_date: str, extract_date: str) -> tuple[dt.datetime, float]:
     return origin, (dt.datetime.fromisoformat(extract_date) - origin).days
 
 
+def _table_of(row: list) -> str:
+    return row[0]
+
+
 def _record_partitions(seed: int, start_date: str, extract_date: str):
     origin, span = _span(start_date, extract_date)
 
@@ -492,7 +497,11 @@ def _record_partitions(seed: int, start_date: str, extract_date: str):
         for batch in batches:
             rows = [r for pid in batch["person_id"].tolist() for r in
                     simulate_patient(int(pid), seed, origin, span)]
-            yield pd.DataFrame(rows, columns=_FIELDS)
+            # Grouped by table, so the cached records' column batches each hold (mostly) one
+            # table and every per-table select skips the others' batches by their statistics.
+            rows.sort(key=_table_of)
+            columns = zip(*rows, strict=True) if rows else [[] for _ in _FIELDS]
+            yield pd.DataFrame(dict(zip(_FIELDS, columns, strict=True)), columns=_FIELDS)
 
     return simulate
 
