@@ -98,6 +98,7 @@ _WIDTH = len(_FIELDS)
 _I = {name: i for i, name in enumerate(_FIELDS)}
 
 ROWS_PER_PATIENT = 100_000  # row ids are person_id * ROWS_PER_PATIENT + sequence
+PATIENTS_PER_CHUNK = 500  # patients per frame handed back to Spark: bounds worker memory
 DAY_US = 86_400_000_000
 MG_PER_DL_SITES = {17, 18, 19, 20}  # these care sites' labs report CRP in mg/dL
 N_EROSION = len(EROSION_MAX)
@@ -151,6 +152,15 @@ class _Rows:
             row[_I[name]] = value
         self.rows.append(row)
         return row_id
+
+    def measurement(self, concept: C.Concept, start: int, visit_id: int, value: float,
+                    unit: str, unit_concept: int) -> None:
+        """The commonest row, built without keyword handling (a patient has hundreds)."""
+        self.seq += 1
+        self.rows.append(["measurement", self.person_id * ROWS_PER_PATIENT + self.seq,
+                          self.person_id, concept.concept_id, start, None, value, None, unit,
+                          unit_concept, concept.concept_code, None, None, visit_id, None, None,
+                          None, None])
 
 
 def _ingredient(d: Draws, drug_class: str, avoid: C.Concept | None = None) -> C.Concept:
@@ -278,9 +288,7 @@ def simulate_patient(person_id: int, seed: int, origin: dt.datetime, span_days: 
 
         def measure(concept: C.Concept, value: float, unit: str, unit_concept: int = 0,
                     at_us: int = visit_us, visit: int = visit_id) -> None:
-            rows.add("measurement", concept.concept_id, at_us, value=value, unit=unit,
-                     unit_concept_id=unit_concept, source_value=concept.concept_code,
-                     visit_id=visit)
+            rows.measurement(concept, at_us, visit, value, unit, unit_concept)
 
         if first:
             rows.add("condition_occurrence", C.RHEUMATOID_ARTHRITIS.concept_id, visit_us,
@@ -495,15 +503,20 @@ def _record_partitions(seed: int, start_date: str, extract_date: str):
 
     def simulate(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         for batch in batches:
-            rows = [r for pid in batch["person_id"].tolist() for r in
-                    simulate_patient(int(pid), seed, origin, span)]
-            # Grouped by table, so the cached records' column batches each hold (mostly) one
-            # table and every per-table select skips the others' batches by their statistics.
-            rows.sort(key=_table_of)
-            columns = zip(*rows, strict=True) if rows else [[] for _ in _FIELDS]
-            yield pd.DataFrame(dict(zip(_FIELDS, columns, strict=True)), columns=_FIELDS)
+            people = batch["person_id"].tolist()
+            for first in range(0, len(people), PATIENTS_PER_CHUNK):
+                yield _frame([r for pid in people[first:first + PATIENTS_PER_CHUNK]
+                              for r in simulate_patient(int(pid), seed, origin, span)])
 
     return simulate
+
+
+def _frame(rows: list[list]) -> pd.DataFrame:
+    # Grouped by table, so the cached records' column batches each hold (mostly) one table and
+    # every per-table select skips the others' batches by their statistics.
+    rows.sort(key=_table_of)
+    columns = zip(*rows, strict=True) if rows else [[] for _ in _FIELDS]
+    return pd.DataFrame(dict(zip(_FIELDS, columns, strict=True)), columns=_FIELDS)
 
 
 def _ts(col: str) -> F.Column:

@@ -21,6 +21,7 @@ with its source; ``tests/test_simulate_bands.py`` checks them on a generated pop
 
 from __future__ import annotations
 
+import bisect
 import math
 from dataclasses import dataclass
 
@@ -319,13 +320,24 @@ def _typical(f: float) -> tuple[float, float, float, float, float]:
     return 26 * f ** 1.5, 18 * f ** 1.7, 6 + 70 * f ** 1.6, 1.5 + 55 * f ** 2, 6 + 84 * f
 
 
-_F_GRID = np.linspace(0, 1, 401)
-_DAS_GRID = np.array([das28_esr(t, s, e, g) for t, s, e, _, g in map(_typical, _F_GRID)])
+_F_GRID = np.linspace(0, 1, 401).tolist()
+_DAS_GRID = [das28_esr(t, s, e, g) for t, s, e, _, g in map(_typical, _F_GRID)]
+
+
+def _share_at(activity: float) -> float:
+    """Inflammation share whose typical components give DAS28-ESR = activity (interpolated)."""
+    i = bisect.bisect_left(_DAS_GRID, activity)
+    if i == 0:
+        return 0.0
+    if i == len(_DAS_GRID):
+        return 1.0
+    lo, hi = _DAS_GRID[i - 1], _DAS_GRID[i]
+    return _F_GRID[i - 1] + (activity - lo) / (hi - lo) * (_F_GRID[i] - _F_GRID[i - 1])
 
 
 def components(d: Draws, activity: float, female: bool, age: float) -> tuple:
     """Observed (tjc, sjc, esr, crp_mg_l, pga) around a latent DAS28 ``activity``."""
-    f = float(np.interp(activity, _DAS_GRID, _F_GRID))
+    f = _share_at(activity)
     t, s, e, c, g = _typical(f)
     inflammation = d.normal()  # ESR and CRP move together
     esr_base = e * (1.15 if female else 1.0) * (1 + max(age - 50, 0) / 100)
