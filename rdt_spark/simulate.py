@@ -248,7 +248,6 @@ def simulate_patient(person_id: int, seed: int, origin: dt.datetime, span_days: 
     open_rows: dict[str, list] = {}  # drug class -> its latest drug_exposure row
     failed: list[str] = []  # advanced classes stopped for inefficacy
     pred = (-1, -1)
-    pred_row: list | None = None
     bump, last_start, decisions, flares, das_at_start = 0.0, 0, 0, 0, 0.0
     next_visit, flare_visit, next_xray, review = 0, -1, 0, -1
     last_visit_week, last_visit_us, first = 0, at(diagnosis_day), True
@@ -281,6 +280,8 @@ def simulate_patient(person_id: int, seed: int, origin: dt.datetime, span_days: 
         visit_us = at(diagnosis_day + 7 * w + d.integer(0, 4)) + (
             8 * 60 + 30 + 15 * d.integer(0, 34)) * 60_000_000
         visit_us = max(visit_us, last_visit_us + 60_000_000)
+        if visit_us >= extract_us - DAY_US:  # nothing is recorded after the extract
+            break
         weeks_since = w - last_visit_week
         visit_id = rows.add("visit_occurrence", C.OUTPATIENT_VISIT.concept_id, visit_us,
                             end=visit_us + 30 * 60_000_000, source_value="rheumatology clinic",
@@ -414,9 +415,6 @@ def simulate_patient(person_id: int, seed: int, origin: dt.datetime, span_days: 
             rows.add("drug_exposure", concept.concept_id, visit_us, source_value=concept.name,
                      visit_id=visit_id)
             open_rows[drug.drug_class] = rows.rows[-1]
-        if pred_row is not None and pred_row[_I["end"]] is None:
-            pred_row[_I["end"]] = visit_us
-        pred_row = None
         if pred[0] <= w < pred[1]:
             rows.add("drug_exposure", C.PREDNISONE.concept_id, visit_us,
                      end=at(diagnosis_day + 7 * pred[1]), source_value=C.PREDNISONE.name,
