@@ -55,6 +55,14 @@ TARGET_DAS28 = 3.2  # treat-to-target threshold (low disease activity)
 EULAR_CLASSES = ("good", "moderate", "none")
 
 
+def flare_probability(rate_per_year: float, level: float) -> float:
+    """Weekly flare probability: higher when the underlying activity is less controlled."""
+    return min(0.25, rate_per_year / 52 * math.exp(0.5 * (level - 3.2)))
+
+
+FLARE_DECAY = 0.78  # the weekly decay of a flare's extra activity (half-life under 3 weeks)
+
+
 @dataclass(frozen=True)
 class Phenotype:
     name: str
@@ -261,6 +269,8 @@ def settled(regimen: list[Drug]) -> tuple[int, float]:
 COUNTERFACTUAL_WEEKS = 26  # EULAR response is judged 6 months after a start
 _STEPS = np.arange(1, COUNTERFACTUAL_WEEKS + 1)
 _RAMP_FROM_START = {c: np.minimum(1.0, _STEPS / RAMP_WEEKS[c]) for c in DRUG_CLASSES}
+# Weight of a flare in week s (1..25) after a decision on the extra activity in week 26.
+_BUMP_WEIGHTS = FLARE_DECAY ** (COUNTERFACTUAL_WEEKS - _STEPS[:-1])
 
 
 def counterfactual_activity(z: Latent, regimen: list[Drug], week: int, bump: float,
@@ -349,14 +359,6 @@ def components(d: Draws, activity: float, female: bool, age: float) -> tuple:
     return tjc, sjc, esr, crp, pga
 
 
-def flare_probability(rate_per_year: float, level: float) -> float:
-    """Weekly flare probability: higher when the underlying activity is less controlled."""
-    return min(0.25, rate_per_year / 52 * math.exp(0.5 * (level - 3.2)))
-
-
-FLARE_DECAY = 0.78  # the weekly decay of a flare's extra activity (half-life under 3 weeks)
-# Weight of a flare in week s (1..25) after a decision on the extra activity in week 26.
-_BUMP_WEIGHTS = FLARE_DECAY ** (COUNTERFACTUAL_WEEKS - _STEPS[:-1])
 
 
 # Published figures the model is tuned to, each with its source, checked by

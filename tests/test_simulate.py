@@ -1,6 +1,5 @@
 import datetime as dt
 import json
-import math
 
 import numpy as np
 from pyspark.sql import functions as F
@@ -19,6 +18,7 @@ from rdt_spark.simulate_disease import (
     das28_crp,
     das28_esr,
     draw_latent,
+    flare_probability,
     regimen_efficacy,
     regimen_under,
 )
@@ -129,7 +129,7 @@ def _replay(z, regimen, week, bump, pred, noise, flare_u, flare_size):
         if pred[0] <= w < pred[1]:
             level -= 1.1 * (pred[1] - w) / (pred[1] - pred[0])
         activity = level + bump + noise[w]
-        if flare_u[w] < min(0.25, ph.flare_rate / 52 * math.exp(0.5 * (level - 3.2))):
+        if flare_u[w] < flare_probability(ph.flare_rate, level):
             bump += flare_size[w]
         bump *= FLARE_DECAY
     return activity
