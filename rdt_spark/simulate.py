@@ -421,7 +421,8 @@ def simulate_patient(person_id: int, seed: int, origin: dt.datetime, span_days: 
                      visit_id=visit_id)
 
         if d.chance(0.9 if first else P_NOTE):
-            state = VisitState(first, tjc, sjc, observed, is_flare_visit or flare_since_visit,
+            state = VisitState(first, tjc, sjc, observed, "ESR" if das_esr is not None else "CRP",
+                               is_flare_visit or flare_since_visit,
                                tuple(x.drug_class for x in regimen), started, stopped_text,
                                z.smoking, pred[0] <= w < pred[1], haq if has_haq else None)
             rows.add("note", C.RHEUM_NOTE.concept_id, visit_us, source_value="rheumatology note",

@@ -32,6 +32,7 @@ class VisitState:
     tjc: int
     sjc: int
     das28: float | None
+    das28_kind: str  # "ESR" or "CRP": which DAS28 the note quotes
     flare: bool
     on: tuple[str, ...]  # drug classes taken after the visit
     started: str | None  # drug ingredient started at this visit
@@ -79,7 +80,7 @@ def write_note(d: Draws, s: VisitState) -> str:
                              f"TJC {s.tjc}, SJC {s.sjc}.",
                              f"O/E synovitis of {_joints(d, 2)} ({s.sjc} swollen)."]))
     if s.das28 is not None and d.chance(0.7):
-        parts.append(d.pick([f"DAS28 {s.das28:.1f}.", f"DAS28-ESR {s.das28:.2f}.",
+        parts.append(d.pick([f"DAS28 {s.das28:.1f}.", f"DAS28-{s.das28_kind} {s.das28:.2f}.",
                              f"Disease activity score {s.das28:.1f}."]))
     if s.haq is not None and d.chance(0.4):
         parts.append(f"HAQ {s.haq:.2f}.")
