@@ -108,9 +108,6 @@ LAB_RULES = {
     "RDT/HAQ_DI": LabRule("{score}", 0.0, 3.0, _SCORE),
 }
 
-CANDIDATE_COLUMNS = ["source_table", "source_row_id", "subject_id", "time", "code",
-                     "numeric_value", "text_value", "visit_id", "unit", "derived", "parse_error",
-                     "value_error", "row"]
 DERIVED = "array<struct<code:string,numeric_value:float>>"
 
 

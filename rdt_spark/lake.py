@@ -1,7 +1,7 @@
 """Delta tables by name: ``schema.name`` lives at ``<lake>/<schema>/<name>``.
 
-Writes replace the whole table in one Delta commit, so a re-run never duplicates and a killed
-job leaves the previous version readable.
+Writes replace the whole table, or the rows of some subjects (``replace_subjects``), in one Delta
+commit, so a re-run never duplicates and a killed job leaves the previous version readable.
 """
 
 from __future__ import annotations

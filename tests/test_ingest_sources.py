@@ -8,7 +8,7 @@ from pyspark.sql import functions as F
 
 from jobs.cli import main
 from rdt_spark import sharp_score
-from rdt_spark.ingest import OMICS_CODE, account_rows, ingest_omop
+from rdt_spark.ingest import OMICS_CODE, RULES, account_rows, ingest_omop
 from rdt_spark.omop_source import SourceError, extract_time, read_omop_folder
 
 T = dt.datetime
@@ -97,6 +97,7 @@ def test_lab_values_are_converted_to_the_canonical_unit(csv_ingested):
     assert got[15] == "unknown_unit"  # CRP in IU/mL
     assert got[16] == "impossible_value"  # 29 of 28 joints
     assert got[17] == "impossible_value"  # half a joint
+    assert set(got.values()) <= set(RULES)
 
 
 def test_compact_dates_parse(csv_ingested):
