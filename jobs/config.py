@@ -176,15 +176,19 @@ def _build(cls: type, data: Any, prefix: str, source: str) -> Any:
     return cls(**values)
 
 
+def _read_yaml(path: str | os.PathLike, what: str) -> Any:
+    try:
+        return yaml.safe_load(Path(path).read_text()) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such {what}") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+
+
 def load_tasks(path: str | os.PathLike) -> TaskSuite:
     """Read and validate task definitions (conf/tasks.yaml); errors name the dotted key."""
     source = str(path)
-    try:
-        data = yaml.safe_load(Path(path).read_text()) or {}
-    except FileNotFoundError:
-        raise ConfigError(f"{source}: no such task file") from None
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{source}: not valid YAML: {err}") from None
+    data = _read_yaml(path, "task file")
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: '<top>' must be a mapping, got {data!r}")
     unknown = sorted(set(data) - {"drug_classes", "tasks"})
@@ -248,12 +252,7 @@ def _validate(cfg: Config, source: str) -> Config:
 def load_config(path: str | os.PathLike, overrides: dict[str, Any] | None = None) -> Config:
     """Read a YAML config, apply dotted-key ``overrides`` and validate the result."""
     source = str(path)
-    try:
-        data = yaml.safe_load(Path(path).read_text()) or {}
-    except FileNotFoundError:
-        raise ConfigError(f"{source}: no such config file") from None
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{source}: not valid YAML: {err}") from None
+    data = _read_yaml(path, "config file")
     for dotted, value in (overrides or {}).items():
         node = data
         *parents, leaf = dotted.split(".")
