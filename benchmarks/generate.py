@@ -10,6 +10,7 @@ lake and prints one line: patients, wall seconds, patients per second, rows (eve
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import shutil
 import sys
 import tempfile
@@ -20,7 +21,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from jobs import generate  # noqa: E402
-from jobs.config import SparkConfig, load_config  # noqa: E402
+from jobs.config import load_config  # noqa: E402
+from rdt_spark.session import SparkConfig  # noqa: E402
 
 
 def main() -> None:
@@ -37,12 +39,11 @@ def main() -> None:
     spark_conf = {**cfg.spark.conf, "spark.sql.shuffle.partitions": str(args.partitions)}
     cfg = cfg.replace(
         spark=SparkConfig(args.master, "rdt-bench-generate", spark_conf),
-        generate=cfg.generate.__class__(**{**cfg.generate.__dict__,
-                                            "partitions": args.partitions}),
+        generate=dataclasses.replace(cfg.generate, partitions=args.partitions),
     )
     generate.context.spark(cfg)  # start the session before the clock: not part of the work
     started = time.perf_counter()
-    result = generate.run(cfg, argparse.Namespace(patients=args.patients, seed=None))
+    result = generate.run(cfg, generate.Options(patients=args.patients))
     wall = time.perf_counter() - started
     rows = sum(result["rows"].values())
     print(f"generate: {args.patients:,} patients in {wall:.1f} s on {args.master} "

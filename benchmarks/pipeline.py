@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 def measure(patients: int, cores: int, lake: Path, repeats: int) -> dict:
     """In this process: generate if needed, then time ingest and tokenize."""
-    from jobs import context, generate, ingest, tokenize
+    from jobs import context, generate, ingest, tokenize_events
     from jobs.config import load_config
     from rdt_spark.lake import read_table, table_exists
 
@@ -41,14 +41,14 @@ def measure(patients: int, cores: int, lake: Path, repeats: int) -> dict:
     spark = context.spark(cfg)
     if not (table_exists(spark, cfg.lake, "omop.person")
             and read_table(spark, cfg.lake, "omop.person").count() == patients):
-        generate.run(cfg, argparse.Namespace(patients=patients, seed=None))
+        generate.run(cfg, generate.Options(patients=patients))
     ingest_s, tokenize_s = [], []
     for _ in range(repeats):
         t0 = time.perf_counter()
-        result = ingest.run(cfg, argparse.Namespace(source=None, full=True))
+        result = ingest.run(cfg, ingest.Options(full=True))
         ingest_s.append(time.perf_counter() - t0)
         t0 = time.perf_counter()
-        tokenize.run(cfg, argparse.Namespace())
+        tokenize_events.run(cfg, tokenize_events.JOB.options())
         tokenize_s.append(time.perf_counter() - t0)
     rows_in = sum(row["rows_in"] for row in result["tables"])
     events = read_table(spark, cfg.lake, "silver.events").count()

@@ -1,19 +1,12 @@
-"""What every job needs from config: sessions, table paths, progress lines."""
+"""What every job needs from config: sessions, table paths, staging folders."""
 
 from __future__ import annotations
 
 import shutil
-import sys
-import time
 from pathlib import Path
 
 from jobs.config import Config
 from rdt_spark.lake import table_path
-
-
-def log(job: str, message: str) -> None:
-    # Progress only: counts and versions, never patient identifiers or note text.
-    print(f"[rdt {time.strftime('%H:%M:%S')}] {job}: {message}", file=sys.stderr, flush=True)
 
 
 def spark(cfg: Config):
@@ -25,7 +18,7 @@ def spark(cfg: Config):
 def ray(cfg: Config) -> None:
     from ray_training.cluster import connect
 
-    connect(cfg.ray.address, cfg.ray.num_cpus)
+    connect(cfg.ray)
 
 
 def path(cfg: Config, table: str) -> str:

@@ -1,21 +1,29 @@
-"""rdt demo: the whole flow on the embedded default, ending with a twin report and evaluation."""
+"""rdt demo: the whole flow on the embedded default, ending with a twin report for one patient."""
 
 from __future__ import annotations
 
-import argparse
+import logging
+import sys
 import time
+from dataclasses import dataclass
 
 from pyspark.sql import functions as F
 
-from jobs import context, embed, evaluate, generate, index, ingest, query, tokenize, train
+from jobs import context, generate, query
 from jobs.config import Config
+from jobs.console import labelled
+from jobs.job import Job, option
+from jobs.registry import FLOW
 from rdt_spark.lake import read_table
 from rdt_spark.tasks import FLARE_TASK
 
+log = logging.getLogger(__name__)
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--patients", type=int, help="number of patients (default from config)")
-    parser.add_argument("--seed", type=int, help="global seed (default from config)")
+
+@dataclass(frozen=True)
+class Options:
+    patients: int | None = option("number of patients (default from config)")
+    seed: int | None = option("global seed (default from config)")
 
 
 def example_patient(cfg: Config) -> tuple[int, str]:
@@ -28,34 +36,29 @@ def example_patient(cfg: Config) -> tuple[int, str]:
     return best["subject_id"], best["t"][len(best["t"]) // 2].isoformat()
 
 
-def run(cfg: Config, args: argparse.Namespace) -> dict:
+def run(cfg: Config, opts: Options) -> dict:
     started = time.time()
-    steps = [("generate", generate, args), ("ingest", ingest, argparse.Namespace(source=None)),
-             ("tokenize", tokenize, args), ("train", train, argparse.Namespace(epochs=None)),
-             ("embed", embed, args), ("index", index, args)]
+    steps = len(FLOW) + 1
     results = {}
-    for number, (name, job, job_args) in enumerate(steps, start=1):
-        context.log("demo", f"step {number}/8: {name}")
+    for number, job in enumerate(FLOW, start=1):
+        job_opts = (generate.Options(opts.patients, opts.seed) if job is generate.JOB
+                    else job.options())
+        log.info(f"step {number}/{steps}: {job.name}")
         t0 = time.time()
-        results[name] = job.run(cfg, job_args)
-        context.log("demo", f"step {number}/8: {name} done in {time.time() - t0:.0f}s")
+        with labelled(job.name):
+            results[job.name] = job.run(cfg, job_opts)
+        log.info(f"step {number}/{steps}: {job.name} done in {time.time() - t0:.0f}s")
     subject, at = example_patient(cfg)
-    context.log("demo", "step 7/8: query (one test-split patient, middle of their history)")
+    log.info(f"step {steps}/{steps}: query (one test-split patient, middle of their history)")
     print()
-    results["query"] = query.run(cfg, argparse.Namespace(subject=subject, time=at, k=None,
-                                                         json=False))
-    print()
-    context.log("demo", "step 8/8: evaluate")
-    results["evaluate"] = evaluate.run(cfg, args)
+    results["query"] = query.run(cfg, query.Options(subject=subject, time=at))
     wall = time.time() - started
     print(f"\nDemo finished in {wall / 60:.1f} min (lake {cfg.lake}).")
     results["wall_seconds"] = wall
     return results
 
 
-if __name__ == "__main__":  # spark-submit jobs/demo.py / ray job submit -- python jobs/demo.py
-    import sys
+JOB = Job("demo", run, Options)
 
-    from jobs.cli import main
-
-    sys.exit(main(["demo", *sys.argv[1:]]))
+if __name__ == "__main__":
+    sys.exit(JOB.main())

@@ -2,43 +2,40 @@
 
 from __future__ import annotations
 
-import argparse
+import logging
 import shutil
+import sys
 
 from jobs import context
 from jobs.config import Config
-from jobs.train import current_model_dir
+from jobs.job import Job, NoOptions
 from rdt_spark.lake import read_table, write_table
 from rdt_spark.schemas import GOLD_EMBEDDINGS, conform
 
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    pass
+log = logging.getLogger(__name__)
 
 
-def run(cfg: Config, args: argparse.Namespace) -> dict:
+def run(cfg: Config, opts: NoOptions) -> dict:
     from ray_training.datasets import delta_version
     from ray_training.embed import embed_timelines
+    from ray_training.train import models
 
     context.ray(cfg)
-    model_dir = current_model_dir(cfg)
+    model_dir = models(cfg.run_dir).current()
     timelines = context.path(cfg, "gold.timelines")
     staged = context.staging(cfg, "embeddings")
-    context.log("embed", f"model {model_dir.name} over {timelines}")
-    embed_timelines(timelines, delta_version(timelines), model_dir, staged,
-                    cfg.embed.batch_size, cfg.embed.concurrency)
+    log.info(f"model {model_dir.name} over {timelines}")
+    embed_timelines(timelines, delta_version(timelines), model_dir, staged, cfg.embed)
     spark = context.spark(cfg)
     version = write_table(conform(spark.read.parquet(staged), GOLD_EMBEDDINGS), cfg.lake,
                           "gold.embeddings")
     shutil.rmtree(staged, ignore_errors=True)
     rows = read_table(spark, cfg.lake, "gold.embeddings").count()
-    context.log("embed", f"gold.embeddings v{version}: {rows:,} patient-times")
+    log.info(f"gold.embeddings v{version}: {rows:,} patient-times")
     return {"model_version": model_dir.name, "rows": rows, "version": version}
 
 
-if __name__ == "__main__":  # spark-submit jobs/embed.py / ray job submit -- python jobs/embed.py
-    import sys
+JOB = Job("embed", run)
 
-    from jobs.cli import main
-
-    sys.exit(main(["embed", *sys.argv[1:]]))
+if __name__ == "__main__":
+    sys.exit(JOB.main())

@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import shutil
+import sys
 
 from jobs import context
 from jobs.config import Config
+from jobs.job import Job, NoOptions
 from rdt_spark.evaluation import evaluate_forecasts
 from rdt_spark.lake import read_table, write_table
 from rdt_spark.schemas import GOLD_EVALUATION, conform
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    pass
 
 
 def format_table(rows: list[dict], coverage: dict, task: str) -> str:
@@ -27,25 +24,13 @@ def format_table(rows: list[dict], coverage: dict, task: str) -> str:
     return "\n".join(lines)
 
 
-def run(cfg: Config, args: argparse.Namespace) -> dict:
-    import ray
-
-    from ray_training.datasets import read_delta
-    from ray_training.twin import TwinForecaster, TwinIndex
+def run(cfg: Config, opts: NoOptions) -> dict:
+    from ray_training.twin import forecast_split
 
     context.ray(cfg)
-    manifest = TwinIndex.current(cfg.run_dir).manifest
-    task = manifest["tasks"]["task"]
     staged = context.staging(cfg, "twin_forecasts")
-    test = read_delta(manifest["embeddings"]["path"],
-                      ["subject_id", "prediction_time", "embedding", "split"],
-                      manifest["embeddings"]["version"], split="test")
-    q = cfg.query
-    test.map_batches(TwinForecaster, fn_constructor_args=(cfg.run_dir, q.k, q.min_cell_size,
-                                                          q.one_point_per_patient),
-                     batch_size=256, batch_format="numpy",
-                     compute=ray.data.ActorPoolStrategy(size=cfg.embed.concurrency),
-                     num_cpus=1).write_parquet(staged)
+    manifest = forecast_split(cfg.run_dir, "test", cfg.query, cfg.embed.concurrency, staged)
+    task = manifest["tasks"]["default"]
     spark = context.spark(cfg)
     rows, coverage = evaluate_forecasts(
         read_table(spark, cfg.lake, "gold.tasks", manifest["tasks"]["version"]),
@@ -54,16 +39,13 @@ def run(cfg: Config, args: argparse.Namespace) -> dict:
     table = spark.createDataFrame(
         [(task, r["method"], r["auroc"], r["brier"], r["n"], manifest["model_version"],
           manifest["index_version"], now) for r in rows], GOLD_EVALUATION)
-    write_table(conform(table, GOLD_EVALUATION), cfg.lake,
-                "gold.evaluation")
+    write_table(conform(table, GOLD_EVALUATION), cfg.lake, "gold.evaluation")
     shutil.rmtree(staged, ignore_errors=True)
     print(format_table(rows, coverage, task))
     return {"task": task, "rows": rows, **coverage}
 
 
-if __name__ == "__main__":  # spark-submit jobs/evaluate.py / ray job submit -- python jobs/evaluate.py
-    import sys
+JOB = Job("evaluate", run)
 
-    from jobs.cli import main
-
-    sys.exit(main(["evaluate", *sys.argv[1:]]))
+if __name__ == "__main__":
+    sys.exit(JOB.main())

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-import argparse
+import logging
+import sys
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
@@ -10,12 +12,16 @@ from pyspark.sql import functions as F
 
 from jobs import context
 from jobs.config import Config
+from jobs.job import Job, option
 from rdt_spark.lake import read_table, table_exists, table_version
 from rdt_spark.meds_export import export_meds
 
+log = logging.getLogger(__name__)
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", help="output folder (default: <run_dir>/meds); replaced whole")
+
+@dataclass(frozen=True)
+class Options:
+    out: str | None = option("output folder (default: <run_dir>/meds); replaced whole")
 
 
 def _etl_version() -> str:
@@ -25,9 +31,9 @@ def _etl_version() -> str:
         return "unknown"
 
 
-def run(cfg: Config, args: argparse.Namespace) -> dict:
+def run(cfg: Config, opts: Options) -> dict:
     spark = context.spark(cfg)
-    out = getattr(args, "out", None) or str(Path(cfg.run_dir) / "meds")
+    out = opts.out or str(Path(cfg.run_dir) / "meds")
     events = read_table(spark, cfg.lake, "silver.events")
     version = table_version(spark, cfg.lake, "silver.events")
     descriptions = None
@@ -42,16 +48,13 @@ def run(cfg: Config, args: argparse.Namespace) -> dict:
     summary = export_meds(events, out, cfg.tokenize.split_fractions,
                           cfg.tokenize.meds_subjects_per_shard, dataset, descriptions)
     for split, s in sorted(summary["splits"].items()):
-        context.log("export-meds", f"data/{split}: {s['shards']} shard(s), {s['subjects']:,} "
-                                   f"subjects, {s['rows']:,} events")
-    context.log("export-meds", f"{summary['codes']:,} codes, {summary['subjects']:,} subjects "
-                               f"-> {summary['out']}")
+        log.info(f"data/{split}: {s['shards']} shard(s), {s['subjects']:,} "
+                 f"subjects, {s['rows']:,} events")
+    log.info(f"{summary['codes']:,} codes, {summary['subjects']:,} subjects -> {summary['out']}")
     return summary
 
 
-if __name__ == "__main__":  # spark-submit jobs/export_meds.py
-    import sys
+JOB = Job("export-meds", run, Options)
 
-    from jobs.cli import main
-
-    sys.exit(main(["export-meds", *sys.argv[1:]]))
+if __name__ == "__main__":
+    sys.exit(JOB.main())

@@ -3,25 +3,31 @@ truth (truth.*), all from one simulation pass."""
 
 from __future__ import annotations
 
-import argparse
+import logging
+import sys
+from dataclasses import dataclass
 
 from jobs import context
 from jobs.config import Config
+from jobs.job import Job, option
 from rdt_spark.lake import write_table
 from rdt_spark.simulate import generate_registry
 
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--patients", type=int, help="number of patients (default from config)")
-    parser.add_argument("--seed", type=int, help="global seed (default from config)")
+log = logging.getLogger(__name__)
 
 
-def run(cfg: Config, args: argparse.Namespace) -> dict:
+@dataclass(frozen=True)
+class Options:
+    patients: int | None = option("number of patients (default from config)")
+    seed: int | None = option("global seed (default from config)")
+
+
+def run(cfg: Config, opts: Options) -> dict:
     g = cfg.generate
-    patients = args.patients or g.patients
-    seed = g.seed if args.seed is None else args.seed
+    patients = opts.patients or g.patients
+    seed = g.seed if opts.seed is None else opts.seed
     spark = context.spark(cfg)
-    context.log("generate", f"simulating {patients:,} patients (seed {seed}) into {cfg.lake}")
+    log.info(f"simulating {patients:,} patients (seed {seed}) into {cfg.lake}")
     tables, records = generate_registry(spark, patients, seed, g.partitions,
                                         g.start_date, g.extract_date)
     counts = {}
@@ -29,7 +35,7 @@ def run(cfg: Config, args: argparse.Namespace) -> dict:
         write_table(frame, cfg.lake, name)
         # Row counts from the Delta log's file statistics: no second scan of the data.
         counts[name] = _rows_written(spark, context.path(cfg, name))
-        context.log("generate", f"{name}: {counts[name]:,} rows")
+        log.info(f"{name}: {counts[name]:,} rows")
     records.unpersist()
     return {"patients": patients, "seed": seed, "rows": counts}
 
@@ -42,9 +48,7 @@ def _rows_written(spark, path: str) -> int:
     return int(metrics.get("numOutputRows", 0))
 
 
-if __name__ == "__main__":  # spark-submit jobs/generate.py / ray job submit -- python jobs/generate.py
-    import sys
+JOB = Job("generate", run, Options)
 
-    from jobs.cli import main
-
-    sys.exit(main(["generate", *sys.argv[1:]]))
+if __name__ == "__main__":
+    sys.exit(JOB.main())

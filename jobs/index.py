@@ -2,33 +2,30 @@
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
+import logging
+import sys
 
 from jobs import context
 from jobs.config import Config
+from jobs.job import Job, NoOptions
 from rdt_spark.tasks import FLARE_TASK
 
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    pass
+log = logging.getLogger(__name__)
 
 
-def run(cfg: Config, args: argparse.Namespace) -> dict:
+def run(cfg: Config, opts: NoOptions) -> dict:
     from ray_training.index import build_index
 
     manifest = build_index(context.path(cfg, "gold.embeddings"), context.path(cfg, "gold.tasks"),
-                           FLARE_TASK, dataclasses.asdict(cfg.index), cfg.run_dir)
-    context.log("index", f"{manifest['index_version']}: {manifest['rows']:,} patient-times of "
-                         f"splits {manifest['splits']} in {len(manifest['shards'])} shard(s), "
-                         f"gold.embeddings v{manifest['embeddings']['version']}, "
-                         f"model {manifest['model_version']}")
+                           FLARE_TASK, cfg.index, cfg.run_dir)
+    log.info(f"{manifest['index_version']}: {manifest['rows']:,} patient-times of splits "
+             f"{manifest['splits']} in {len(manifest['shards'])} shard(s) with the outcomes of "
+             f"{len(manifest['tasks']['names'])} tasks, gold.embeddings "
+             f"v{manifest['embeddings']['version']}, model {manifest['model_version']}")
     return manifest
 
 
-if __name__ == "__main__":  # spark-submit jobs/index.py / ray job submit -- python jobs/index.py
-    import sys
+JOB = Job("index", run)
 
-    from jobs.cli import main
-
-    sys.exit(main(["index", *sys.argv[1:]]))
+if __name__ == "__main__":
+    sys.exit(JOB.main())

@@ -2,46 +2,48 @@
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import json
+import sys
+from dataclasses import dataclass
 
 import pandas as pd
 
 from jobs.config import Config
+from jobs.job import Job, JobFailed, option
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--subject", type=int, required=True, help="subject_id of the patient")
-    parser.add_argument("--time", required=True,
-                        help="ISO date or time; the latest prediction time at or before it is used")
-    parser.add_argument("--k", type=int, help="number of neighbours (default from config)")
-    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+@dataclass(frozen=True)
+class Options:
+    subject: int = option("subject_id of the patient", dataclasses.MISSING)
+    time: str = option("ISO date or time; the latest prediction time at or before it is used",
+                       dataclasses.MISSING)
+    k: int | None = option("number of neighbours (default from config)")
+    json: bool = option("print the report as JSON", False)
 
 
 def parse_time(text: str) -> pd.Timestamp:
     try:
         stamp = pd.Timestamp(text)
     except ValueError:
-        raise SystemExit(f"rdt query: --time {text!r} is not an ISO date or time") from None
+        raise JobFailed(f"--time {text!r} is not an ISO date or time") from None
     return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
 
 
-def run(cfg: Config, args: argparse.Namespace) -> dict:
+def run(cfg: Config, opts: Options) -> dict:
     from ray_training.twin import TwinIndex, format_report, twin_report
 
     index = TwinIndex.current(cfg.run_dir)
+    query = dataclasses.replace(cfg.query, k=opts.k or cfg.query.k)
     try:
-        report = twin_report(index, args.subject, parse_time(args.time), args.k or cfg.query.k,
-                             cfg.query.min_cell_size, cfg.query.one_point_per_patient)
+        report = twin_report(index, opts.subject, parse_time(opts.time), query)
     except LookupError as err:
-        raise SystemExit(f"rdt query: {err}") from None
-    print(json.dumps(report, indent=2) if args.json else format_report(report))
+        raise JobFailed(str(err)) from None
+    print(json.dumps(report, indent=2) if opts.json else format_report(report))
     return report
 
 
-if __name__ == "__main__":  # spark-submit jobs/query.py / ray job submit -- python jobs/query.py
-    import sys
+JOB = Job("query", run, Options)
 
-    from jobs.cli import main
-
-    sys.exit(main(["query", *sys.argv[1:]]))
+if __name__ == "__main__":
+    sys.exit(JOB.main())

@@ -4,16 +4,23 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass
 
 import ray
 
 
-def connect(address: str | None = None, num_cpus: int | None = None) -> None:
-    """Start a local Ray (``address`` None) or join a running cluster; a no-op if connected."""
+@dataclass(frozen=True)
+class RayConfig:
+    address: str | None = None  # None starts a local Ray; "auto" or ray://host:port joins a cluster
+    num_cpus: int | None = None  # local only; None lets Ray count the cores
+
+
+def connect(cfg: RayConfig) -> None:
+    """Start a local Ray or join a running cluster; a no-op if already connected."""
     if ray.is_initialized():
         return
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
-    kwargs = {"address": address} if address else {"num_cpus": num_cpus}
+    kwargs = {"address": cfg.address} if cfg.address else {"num_cpus": cfg.num_cpus}
     ray.init(
         **kwargs,
         include_dashboard=False,

@@ -8,6 +8,7 @@ of the states up to it), computed over the window of at most ``max_seq_len`` eve
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,15 @@ import ray
 import torch
 
 from ray_training.datasets import pad_windows, read_delta, window
+from ray_training.events_encoder import MODALITY
 from ray_training.train import load_encoder
+
+
+@dataclass(frozen=True)
+class EmbedConfig:
+    batch_size: int = 64  # timelines per Ray Data batch
+    concurrency: int = 1  # encoder actors (each loads the model once)
+
 
 EMBED_COLUMNS = ["subject_id", "tokens", "ages", "deltas", "values", "times",
                  "prediction_times", "split"]
@@ -90,7 +99,7 @@ class Embedder:
                 rows["prediction_time"].append(at_micros)
                 rows["model_version"].append(self.version)
                 rows["embedding"].append(vector.astype(np.float32))
-                rows["modalities"].append(["ehr"])
+                rows["modalities"].append([MODALITY.name])
                 rows["split"].append(batch["split"][r])
         rows["prediction_time"] = pa.array(rows["prediction_time"], pa.int64()).cast(
             OUTPUT_SCHEMA.field("prediction_time").type)
@@ -98,10 +107,10 @@ class Embedder:
 
 
 def embed_timelines(timelines_path: str, timelines_version: int, model_dir: str | Path,
-                    staging_dir: str, batch_size: int, concurrency: int) -> None:
+                    staging_dir: str, cfg: EmbedConfig) -> None:
     """Write embeddings of every prediction time as Parquet under ``staging_dir``."""
     ds = read_delta(timelines_path, EMBED_COLUMNS, timelines_version)
     ds.map_batches(
-        Embedder, fn_constructor_args=(str(model_dir),), batch_size=batch_size,
-        batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=concurrency), num_cpus=1,
+        Embedder, fn_constructor_args=(str(model_dir),), batch_size=cfg.batch_size,
+        batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=cfg.concurrency), num_cpus=1,
     ).write_parquet(staging_dir)

@@ -17,10 +17,19 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+import ray
 import scann
 from deltalake import DeltaTable
 
-from ray_training.index import MANIFEST, ROWS, SCALING, current_index_dir, standardise
+from ray_training.datasets import read_delta
+from ray_training.index import MANIFEST, ROWS, SCALING, indexes, outcome_column, standardise
+
+
+@dataclass(frozen=True)
+class QueryConfig:
+    k: int = 50
+    min_cell_size: int = 10  # forecasts from fewer usable neighbours are suppressed
+    one_point_per_patient: bool = True
 
 
 @dataclass
@@ -47,8 +56,9 @@ def wilson_interval(events: int, n: int, z: float = 1.959964) -> tuple[float, fl
 
 
 def forecast(neighbours: pd.DataFrame, task: str, min_cell_size: int) -> Forecast:
-    usable = neighbours[~neighbours["censored"]]
-    n, events = len(usable), int(usable["label"].sum())
+    """The share of the neighbours usable for ``task`` (not censored) who had its outcome."""
+    usable = neighbours[~neighbours[outcome_column(task, "censored")]]
+    n, events = len(usable), int(usable[outcome_column(task, "label")].sum())
     if n < min_cell_size:
         return Forecast(task, len(neighbours), n, None, None, None, None, True,
                         f"suppressed: {n} usable neighbours < minimum cell size {min_cell_size}")
@@ -73,7 +83,11 @@ class TwinIndex:
 
     @classmethod
     def current(cls, run_dir: str) -> TwinIndex:
-        return cls(current_index_dir(run_dir))
+        return cls(indexes(run_dir).current())
+
+    @property
+    def default_task(self) -> str:
+        return self.manifest["tasks"]["default"]
 
     def _search_shard(self, shard: dict, searcher, rows: pd.DataFrame, queries: np.ndarray,
                       exclude: np.ndarray, k: int, one_per_patient: bool) -> list[pd.DataFrame]:
@@ -128,21 +142,35 @@ class TwinIndex:
 class TwinForecaster:
     """A Ray Data callable class: forecasts for batches of embeddings from the current index."""
 
-    def __init__(self, run_dir: str, k: int, min_cell_size: int, one_per_patient: bool):
-        self.index = TwinIndex.current(run_dir)
-        self.task = self.index.manifest["tasks"]["task"]
-        self.k, self.min_cell, self.one = k, min_cell_size, one_per_patient
+    def __init__(self, run_dir: str, cfg: QueryConfig):
+        self.index, self.cfg = TwinIndex.current(run_dir), cfg
 
     def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
         queries = np.stack(batch["embedding"]).astype(np.float32)
-        results = self.index.search(queries, batch["subject_id"], self.k, self.one)
-        forecasts = [forecast(hits, self.task, self.min_cell) for hits in results]
+        results = self.index.search(queries, batch["subject_id"], self.cfg.k,
+                                    self.cfg.one_point_per_patient)
+        task = self.index.default_task
+        forecasts = [forecast(hits, task, self.cfg.min_cell_size) for hits in results]
         return pa.table({
             "subject_id": pa.array(batch["subject_id"], pa.int64()),
             "prediction_time": pa.array(batch["prediction_time"], pa.timestamp("us", tz="UTC")),
             "twin_score": pa.array([f.share for f in forecasts], pa.float64()),
             "usable_neighbours": pa.array([f.usable for f in forecasts], pa.int64()),
         })
+
+
+def forecast_split(run_dir: str, split: str, cfg: QueryConfig, concurrency: int,
+                   out_dir: str) -> dict:
+    """Twin forecasts for every patient-time of ``split`` in the current index's embeddings, as a
+    Ray Data job (one index per actor) writing Parquet under ``out_dir``; returns the manifest."""
+    manifest = TwinIndex.current(run_dir).manifest
+    embeddings = read_delta(manifest["embeddings"]["path"],
+                            ["subject_id", "prediction_time", "embedding", "split"],
+                            manifest["embeddings"]["version"], split=split)
+    embeddings.map_batches(TwinForecaster, fn_constructor_args=(run_dir, cfg), batch_size=256,
+                           batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=concurrency),
+                           num_cpus=1).write_parquet(out_dir)
+    return manifest
 
 
 def embedding_at(manifest: dict, subject_id: int, time: pd.Timestamp) -> tuple[pd.Timestamp,
@@ -164,11 +192,12 @@ def embedding_at(manifest: dict, subject_id: int, time: pd.Timestamp) -> tuple[p
     return last["prediction_time"], np.asarray(last["embedding"], dtype=np.float32)
 
 
-def twin_report(index: TwinIndex, subject_id: int, time: pd.Timestamp, k: int,
-                min_cell_size: int, one_per_patient: bool = True) -> dict:
+def twin_report(index: TwinIndex, subject_id: int, time: pd.Timestamp, cfg: QueryConfig) -> dict:
     at, vector = embedding_at(index.manifest, subject_id, time)
-    hits = index.search(vector[None, :], np.array([subject_id]), k, one_per_patient)[0]
-    task = index.manifest["tasks"]["task"]
+    hits = index.search(vector[None, :], np.array([subject_id]), cfg.k,
+                        cfg.one_point_per_patient)[0]
+    task = index.default_task
+    label, censored = outcome_column(task, "label"), outcome_column(task, "censored")
     return {
         "subject_id": int(subject_id),
         "requested_time": time.isoformat(),
@@ -178,10 +207,10 @@ def twin_report(index: TwinIndex, subject_id: int, time: pd.Timestamp, k: int,
         "neighbours": [
             {"subject_id": int(r.subject_id), "prediction_time": r.prediction_time.isoformat(),
              "similarity": round(float(r.similarity), 4),
-             "outcome": None if r.censored else bool(r.label)}
-            for r in hits.itertuples()
+             "outcome": None if r[censored] else bool(r[label])}
+            for _, r in hits.iterrows()
         ],
-        "forecast": asdict(forecast(hits, task, min_cell_size)),
+        "forecast": asdict(forecast(hits, task, cfg.min_cell_size)),
     }
 
 

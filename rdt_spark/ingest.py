@@ -20,6 +20,7 @@ from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from rdt_spark import sharp_score
+from rdt_spark.columns import union_all
 from rdt_spark.omop_source import Source, SourceError, parse_field
 
 BIRTH_CODE = "MEDS_BIRTH"
@@ -436,10 +437,8 @@ def ingest_omop(
     if "death" in source.tables:
         deaths = death_candidates(source.tables["death"], source.origin("death"))
         candidates.append(deaths)
-    union = candidates[0]
-    for more in candidates[1:]:
-        union = union.unionByName(more)
-    flagged = persons.unionByName(flag_events(union, persons, deaths, extract_time)).persist()
+    flagged = persons.unionByName(flag_events(union_all(candidates), persons, deaths,
+                                              extract_time)).persist()
     events = accepted_events(flagged.where(F.col("source_table") == "person"),
                              flagged.where(F.col("source_table") != "person"), run_id)
     return events, rejected_rows(flagged, run_id), flagged

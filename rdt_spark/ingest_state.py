@@ -17,6 +17,7 @@ import datetime as dt
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
+from rdt_spark.columns import union_all
 from rdt_spark.ingest import SOURCE_TABLES
 from rdt_spark.omop_source import Source, parse_field
 
@@ -43,11 +44,8 @@ def source_fingerprints(source: Source) -> DataFrame:
             df = source.tables[table]
             subject, _ = parse_field(df, "person_id", "long", table)
             parts.append(df.select(subject.alias("subject_id"), row_hash(df, table).alias("h")))
-    union = parts[0]
-    for more in parts[1:]:
-        union = union.unionByName(more)
     high, low = _hash_sums(F.col("h"))
-    return union.groupBy("subject_id").agg(
+    return union_all(parts).groupBy("subject_id").agg(
         F.count("*").alias("rows"), F.concat_ws(":", high, low).alias("fingerprint"))
 
 

@@ -8,6 +8,7 @@ import re
 import subprocess
 import sys
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 import pyspark
 from delta import configure_spark_with_delta_pip
@@ -20,6 +21,13 @@ DELTA_CONF = {
     "spark.databricks.delta.properties.defaults.enableDeletionVectors": "false",
     "spark.sql.session.timeZone": "UTC",
 }
+
+
+@dataclass(frozen=True)
+class SparkConfig:
+    master: str = "local[*]"
+    app_name: str = "rdt"
+    conf: dict[str, str] = field(default_factory=dict)
 
 
 def delta_maven_artifact() -> str:
@@ -47,8 +55,14 @@ _IVY_MISSING = re.compile(r"download failed: ([^#\s]+)#([^;\s]+);([^!\s]+)!")
 
 
 def _mvn_get(coordinate: str, transitive: bool = True) -> None:
-    subprocess.run(["mvn", "-q", "-B", "-Dstyle.color=never", "dependency:get", f"-Dartifact={coordinate}",
-                    f"-Dtransitive={str(transitive).lower()}"], check=True)
+    # Maven's own output (colour codes and all) is shown only when it fails.
+    done = subprocess.run(["mvn", "-q", "-B", "-Dstyle.color=never", "dependency:get",
+                           f"-Dartifact={coordinate}", f"-Dtransitive={str(transitive).lower()}"],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        sys.stderr.write(done.stdout[-4000:] + done.stderr[-4000:])
+        raise RuntimeError(f"mvn dependency:get {coordinate} failed (exit code {done.returncode})")
+    print(f"fetched {coordinate} into ~/.m2", flush=True)
 
 
 def fetch_delta_jars(attempts: int = 6) -> None:

@@ -33,11 +33,16 @@ false and censored true.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
+from rdt_spark.columns import end_of_day, plus_days, seconds, union_all
+from rdt_spark.settings import ConfigError, checked, from_mapping, read_yaml
 from rdt_spark.splits import split_of
 from rdt_spark.timelines import prediction_times
 
@@ -48,12 +53,14 @@ TASK_COLUMNS = ["subject_id", "prediction_time", "task", "label", "horizon_days"
 
 @dataclass(frozen=True)
 class EventWithin:
+    kind: ClassVar[str] = "event_within"
     codes: list[str]
     horizon_days: int
 
 
 @dataclass(frozen=True)
 class ValueAt:
+    kind: ClassVar[str] = "value_at"
     codes: list[str]
     offset_days: int
     tolerance_days: int
@@ -62,6 +69,7 @@ class ValueAt:
 
 @dataclass(frozen=True)
 class EularResponse:
+    kind: ClassVar[str] = "eular_response"
     codes: list[str]
     offset_days: int
     tolerance_days: int
@@ -71,6 +79,7 @@ class EularResponse:
 
 @dataclass(frozen=True)
 class ValueRiseWithin:
+    kind: ClassVar[str] = "value_rise_within"
     codes: list[str]
     horizon_days: int
     baseline_lookback_days: int
@@ -78,24 +87,22 @@ class ValueRiseWithin:
     min_follow_up_days: int
 
 
-TASK_KINDS = {"event_within": EventWithin, "value_at": ValueAt, "eular_response": EularResponse,
-              "value_rise_within": ValueRiseWithin}
+@dataclass(frozen=True)
+class TaskSuite:
+    """conf/tasks.yaml: drug class -> codes, and task name -> definition (a kind's settings)."""
+
+    drug_classes: dict[str, list[str]]
+    tasks: dict[str, Any]
 
 
 @dataclass(frozen=True)
-class TaskSuite:
-    """conf/tasks.yaml: drug class -> codes, and task name -> definition."""
+class LabelInputs:
+    """What every labelling function may read: the events, the visit-day prediction times
+    (subject_id, prediction_time) and the drug classes of the suite."""
 
+    events: DataFrame
+    points: DataFrame
     drug_classes: dict[str, list[str]]
-    tasks: dict[str, EventWithin | ValueAt | EularResponse | ValueRiseWithin]
-
-
-def _days(t: Column, days: int | Column) -> Column:
-    return t + F.make_interval(days=days if isinstance(days, Column) else F.lit(days))
-
-
-def _seconds(t: Column) -> Column:
-    return F.unix_micros(t) / 1e6
 
 
 def _rows(labelled: DataFrame, task: Column | str, horizon_days: int) -> DataFrame:
@@ -120,7 +127,7 @@ def _nearest(points: DataFrame, measured: DataFrame, at: Column, tolerance_days:
     """Each point with ``nearest``: the value nearest ``at`` within the tolerance, at or after
     ``after`` (ties: the earlier, then the code listed first); null when there is none."""
     tol = tolerance_days * 86400.0
-    distance = F.abs(_seconds(F.col("_t")) - _seconds(at))
+    distance = F.abs(seconds(F.col("_t")) - seconds(at))
     joined = points.join(measured, (F.col("subject_id") == F.col("_s")) & (F.col("_t") >= after)
                          & (distance <= tol), "left")
     best = F.min(F.when(F.col("_t").isNotNull(),
@@ -128,14 +135,15 @@ def _nearest(points: DataFrame, measured: DataFrame, at: Column, tolerance_days:
     return joined.groupBy(*points.columns).agg(best["_v"].alias("nearest"))
 
 
-def event_within(events: DataFrame, points: DataFrame, spec: EventWithin, task: str) -> DataFrame:
+def event_within(inputs: LabelInputs, spec: EventWithin, task: str) -> DataFrame:
     """Rows (1, t=2021-01-02) + flare 2021-06-30 -> label true (180 d); flare 2021-07-01 -> false.
 
     Without the event and with the last recorded event before t + horizon, censored.
     """
+    events, points = inputs.events, inputs.points
     hits = events.where(F.col("code").isin(spec.codes) & F.col("time").isNotNull()).select(
         F.col("subject_id").alias("_s"), F.col("time").alias("_t"))
-    end = _days(F.col("prediction_time"), spec.horizon_days)
+    end = plus_days(F.col("prediction_time"), spec.horizon_days)
     follow_up = (events.where(F.col("time").isNotNull()).groupBy("subject_id")
                  .agg(F.max("time").alias("_last")))
     labelled = (points.join(hits, (F.col("subject_id") == F.col("_s"))
@@ -149,10 +157,11 @@ def event_within(events: DataFrame, points: DataFrame, spec: EventWithin, task: 
     return _rows(labelled, task, spec.horizon_days)
 
 
-def value_at(events: DataFrame, points: DataFrame, spec: ValueAt, task: str) -> DataFrame:
+def value_at(inputs: LabelInputs, spec: ValueAt, task: str) -> DataFrame:
     """DAS28 remission at 12 months: t=2020-01-02, DAS28 2.1 on 2021-01-05 -> label true;
     DAS28 3.0 there -> false; no DAS28 within t+365d +- tolerance -> censored."""
-    target = _days(F.col("prediction_time"), spec.offset_days)
+    events, points = inputs.events, inputs.points
+    target = plus_days(F.col("prediction_time"), spec.offset_days)
     nearest = _nearest(points, _measurements(events, spec.codes), target, spec.tolerance_days,
                        F.col("prediction_time"))
     labelled = nearest.select(
@@ -170,8 +179,7 @@ def class_starts(events: DataFrame, drug_classes: dict[str, list[str]]) -> DataF
                                   "code string, drug_class string")
     return (events.where(F.col("time").isNotNull()).join(F.broadcast(codes), "code")
             .groupBy("subject_id", "drug_class").agg(F.min("time").alias("start"))
-            .withColumn("prediction_time",
-                        F.date_trunc("day", "start") + F.expr("INTERVAL 1 DAY")))
+            .withColumn("prediction_time", end_of_day(F.col("start"))))
 
 
 def eular_category(baseline: Column, outcome: Column) -> Column:
@@ -186,13 +194,13 @@ def eular_category(baseline: Column, outcome: Column) -> Column:
             .otherwise("none"))
 
 
-def eular_response(events: DataFrame, spec: EularResponse, drug_classes: dict[str, list[str]],
-                   task: str) -> DataFrame:
+def eular_response(inputs: LabelInputs, spec: EularResponse, task: str) -> DataFrame:
     """One row per (subject, drug class start); task ``<task>/<class>``; see the module doc."""
+    events, drug_classes = inputs.events, inputs.drug_classes
     classes = {c: drug_classes[c] for c in (spec.drug_classes or drug_classes)}
     starts = class_starts(events, classes)
     measured = _measurements(events, spec.codes)
-    lookback_from = _days(F.date_trunc("day", "start"), -spec.baseline_lookback_days)
+    lookback_from = plus_days(F.date_trunc("day", "start"), -spec.baseline_lookback_days)
     baseline = (starts.join(measured, (F.col("subject_id") == F.col("_s"))
                             & (F.col("_t") < F.col("prediction_time"))
                             & (F.col("_t") >= lookback_from), "left")
@@ -200,7 +208,7 @@ def eular_response(events: DataFrame, spec: EularResponse, drug_classes: dict[st
                 .agg(F.max(F.when(F.col("_t").isNotNull(),
                                   F.struct(F.col("_t"), -F.col("_rank"), F.col("_v"))))["_v"]
                      .alias("baseline")))
-    outcome = _nearest(baseline, measured, _days(F.col("prediction_time"), spec.offset_days),
+    outcome = _nearest(baseline, measured, plus_days(F.col("prediction_time"), spec.offset_days),
                        spec.tolerance_days, F.col("prediction_time"))
     category = eular_category(F.col("baseline"), F.col("nearest"))
     labelled = outcome.select(
@@ -211,50 +219,52 @@ def eular_response(events: DataFrame, spec: EularResponse, drug_classes: dict[st
     return _rows(labelled, F.col("task"), spec.offset_days)
 
 
-def value_rise_within(events: DataFrame, points: DataFrame, spec: ValueRiseWithin,
-                      task: str) -> DataFrame:
+def value_rise_within(inputs: LabelInputs, spec: ValueRiseWithin, task: str) -> DataFrame:
     """Radiographic progression: t with a baseline mTSS 10 in the lookback; a study of 16 within
     2 years (min_increase 5) -> label true; only 12 two years on -> false; only 12 a month
     on -> censored (too short a follow-up to call it no progression)."""
+    events, points = inputs.events, inputs.points
     measured = _measurements(events, spec.codes)
     t = F.col("prediction_time")
     baseline = (points.join(measured, (F.col("subject_id") == F.col("_s")) & (F.col("_t") < t)
-                            & (F.col("_t") >= _days(t, -spec.baseline_lookback_days)))
+                            & (F.col("_t") >= plus_days(t, -spec.baseline_lookback_days)))
                 .groupBy("subject_id", "prediction_time")
                 .agg(F.max(F.struct(F.col("_t"), -F.col("_rank"), F.col("_v")))["_v"]
                      .alias("baseline")))
-    end = _days(t, spec.horizon_days)
+    end = plus_days(t, spec.horizon_days)
     follow = (baseline.join(measured, (F.col("subject_id") == F.col("_s")) & (F.col("_t") >= t)
                             & (F.col("_t") < end), "left")
               .groupBy("subject_id", "prediction_time", "baseline")
               .agg(F.max("_v").alias("_peak"), F.max("_t").alias("_last")))
     label = F.coalesce(F.col("_peak") >= F.col("baseline") + spec.min_increase, F.lit(False))
-    enough = F.col("_last") >= _days(t, spec.min_follow_up_days)
+    enough = F.col("_last") >= plus_days(t, spec.min_follow_up_days)
     labelled = follow.select("subject_id", "prediction_time", label.alias("label"),
                              (~label & ~F.coalesce(enough, F.lit(False))).alias("censored"),
                              F.lit(None).alias("category"))
     return _rows(labelled, task, spec.horizon_days)
 
 
+@dataclass(frozen=True)
+class TaskKind:
+    """A kind of task: the settings a definition of it holds, and how it labels events."""
+
+    settings: type
+    labels: Callable[[LabelInputs, Any, str], DataFrame]
+
+
+# One entry per kind: adding a kind is a settings dataclass, its labelling function and a line here.
+TASK_KINDS = {
+    kind.settings.kind: kind for kind in (
+        TaskKind(EventWithin, event_within), TaskKind(ValueAt, value_at),
+        TaskKind(EularResponse, eular_response), TaskKind(ValueRiseWithin, value_rise_within))
+}
+
+
 def task_labels(events: DataFrame, suite: TaskSuite, fractions: dict[str, float]) -> DataFrame:
     """gold.tasks: every task of the suite, one row per (subject, prediction time, task)."""
-    points = prediction_times(events)
-    frames = []
-    for name, spec in suite.tasks.items():
-        if isinstance(spec, EventWithin):
-            frames.append(event_within(events, points, spec, name))
-        elif isinstance(spec, ValueAt):
-            frames.append(value_at(events, points, spec, name))
-        elif isinstance(spec, EularResponse):
-            frames.append(eular_response(events, spec, suite.drug_classes, name))
-        elif isinstance(spec, ValueRiseWithin):
-            frames.append(value_rise_within(events, points, spec, name))
-        else:
-            raise TypeError(f"task {name}: unknown kind {type(spec).__name__}")
-    tasks = frames[0]
-    for frame in frames[1:]:
-        tasks = tasks.unionByName(frame)
-    return tasks.withColumn("split", split_of(F.col("subject_id"), fractions))
+    inputs = LabelInputs(events, prediction_times(events), suite.drug_classes)
+    frames = [TASK_KINDS[spec.kind].labels(inputs, spec, name) for name, spec in suite.tasks.items()]
+    return union_all(frames).withColumn("split", split_of(F.col("subject_id"), fractions))
 
 
 def flare_tasks(events: DataFrame, flare_code: str, horizon_days: int,
@@ -262,3 +272,34 @@ def flare_tasks(events: DataFrame, flare_code: str, horizon_days: int,
     """The flare task alone (an event_within task), with its split."""
     suite = TaskSuite({}, {task: EventWithin([flare_code], horizon_days)})
     return task_labels(events, suite, fractions)
+
+
+def load_tasks(path: str | os.PathLike) -> TaskSuite:
+    """Read and validate task definitions (conf/tasks.yaml); errors name the dotted key."""
+    source = str(path)
+    data = read_yaml(path, "task file")
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: '<top>' must be a mapping, got {data!r}")
+    unknown = sorted(set(data) - {"drug_classes", "tasks"})
+    if unknown:
+        raise ConfigError(f"{source}: unknown key '{unknown[0]}' (expected one of: "
+                          "drug_classes, tasks)")
+    for key in ("drug_classes", "tasks"):
+        if key not in data:
+            raise ConfigError(f"{source}: missing required key '{key}'")
+    classes = checked(data["drug_classes"], dict[str, list[str]], "drug_classes", source)
+    if not isinstance(data["tasks"], dict) or not data["tasks"]:
+        raise ConfigError(f"{source}: 'tasks' must be a non-empty mapping of task name to definition")
+    tasks = {}
+    for name, spec in data["tasks"].items():
+        key = f"tasks.{name}"
+        if not isinstance(spec, dict) or spec.get("kind") not in TASK_KINDS:
+            raise ConfigError(f"{source}: '{key}.kind' must be one of {', '.join(TASK_KINDS)}")
+        settings = TASK_KINDS[spec["kind"]].settings
+        tasks[str(name)] = from_mapping(settings, {k: v for k, v in spec.items() if k != "kind"},
+                                        key, source)
+        for i, drug_class in enumerate(getattr(tasks[str(name)], "drug_classes", None) or []):
+            if drug_class not in classes:
+                raise ConfigError(f"{source}: '{key}.drug_classes[{i}]' names no class of "
+                                  f"drug_classes: {drug_class!r}")
+    return TaskSuite(classes, tasks)

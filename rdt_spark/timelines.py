@@ -29,6 +29,7 @@ from __future__ import annotations
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
+from rdt_spark.columns import end_of_day, seconds
 from rdt_spark.ingest import BIRTH_CODE
 from rdt_spark.splits import split_of
 from rdt_spark.vocab import UNK, binned_value, unknown_token
@@ -46,13 +47,8 @@ def prediction_times(events: DataFrame) -> DataFrame:
     return (events.where(F.col("visit_id").isNotNull() & F.col("time").isNotNull())
             .groupBy("subject_id", "visit_id").agg(F.max("time").alias("last"))
             .select("subject_id",
-                    (F.date_trunc("day", "last") + F.expr("INTERVAL 1 DAY"))
-                    .alias("prediction_time"))
+                    end_of_day(F.col("last")).alias("prediction_time"))
             .distinct())
-
-
-def _seconds(ts: Column) -> Column:
-    return F.unix_micros(ts) / 1e6
 
 
 def tokenized_events(events: DataFrame, vocab: DataFrame) -> DataFrame:
@@ -83,7 +79,7 @@ def ordered_timelines(tokens: DataFrame) -> DataFrame:
     """
     births = (tokens.where(F.col("code") == BIRTH_CODE)
               .groupBy("subject_id").agg(F.min("time").alias("_birth")))
-    age = ((_seconds(F.col("time")) - _seconds(F.col("_birth"))) / SECONDS_PER_YEAR).cast("float")
+    age = ((seconds(F.col("time")) - seconds(F.col("_birth"))) / SECONDS_PER_YEAR).cast("float")
     event = F.struct(
         F.col("time").isNotNull().cast("int").alias("timed"),
         F.col("time"), F.col("code"), F.col("source_table"), F.col("source_row_id"),
@@ -101,7 +97,7 @@ def with_deltas(timelines: DataFrame) -> DataFrame:
     """
     def delta(e: Column, i: Column) -> Column:
         previous = F.col("events")[F.greatest(i - 1, F.lit(0))]["time"]
-        days = ((_seconds(e["time"]) - _seconds(previous)) / 86400.0).cast("float")
+        days = ((seconds(e["time"]) - seconds(previous)) / 86400.0).cast("float")
         return e.withField("delta", F.when(i > 0, F.coalesce(days, F.lit(0.0))).otherwise(0.0)
                            .cast("float"))
 

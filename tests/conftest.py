@@ -3,13 +3,13 @@ whole flow once per test run."""
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 from pathlib import Path
 
 import pytest
 
-from jobs.config import Config, SparkConfig, load_config
+from jobs.config import Config, load_config
+from rdt_spark.session import SparkConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 TEST_SPARK_CONF = {
@@ -33,9 +33,9 @@ def spark():
 
 @pytest.fixture(scope="session")
 def ray_local():
-    from ray_training.cluster import connect
+    from ray_training.cluster import RayConfig, connect
 
-    connect(None, 2)
+    connect(RayConfig(None, 2))
     yield
 
 
@@ -50,20 +50,11 @@ def small_config(lake: Path, patients: int) -> Config:
 
 @pytest.fixture(scope="session")
 def flow(tmp_path_factory, spark, ray_local):
-    """A few hundred simulated patients through generate -> ... -> evaluate, once."""
-    from jobs import embed, evaluate, generate, index, ingest, tokenize, train
+    """A few hundred simulated patients through the whole flow (generate -> ... -> evaluate), once."""
+    from jobs.registry import FLOW
 
     cfg = small_config(tmp_path_factory.mktemp("lake"), patients=400)
-    results = {
-        "generate": generate.run(cfg, argparse.Namespace(patients=None, seed=None)),
-        "ingest": ingest.run(cfg, argparse.Namespace(source=None)),
-        "tokenize": tokenize.run(cfg, argparse.Namespace()),
-        "train": train.run(cfg, argparse.Namespace(epochs=None)),
-        "embed": embed.run(cfg, argparse.Namespace()),
-        "index": index.run(cfg, argparse.Namespace()),
-        "evaluate": evaluate.run(cfg, argparse.Namespace()),
-    }
-    return cfg, results
+    return cfg, {job.name: job.run(cfg, job.options()) for job in FLOW}
 
 
 def single_partition_steps(df) -> list[str]:

@@ -2,7 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from jobs.config import ConfigError, load_config
+from jobs.config import load_config
+from rdt_spark.settings import ConfigError
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 

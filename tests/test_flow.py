@@ -9,10 +9,11 @@ import pytest
 import ray
 from pyspark.sql import functions as F
 
+from jobs import ingest
 from jobs.cli import main
-from jobs.train import current_model_dir
 from ray_training.embed import EMBED_COLUMNS, Embedder, events_before
-from ray_training.twin import TwinIndex, twin_report
+from ray_training.train import models
+from ray_training.twin import QueryConfig, TwinIndex, twin_report
 from rdt_spark.lake import read_table, table_path
 
 TABLES = ["omop.person", "omop.measurement", "truth.patient_latent", "silver.events",
@@ -66,7 +67,7 @@ def test_no_event_at_or_after_a_prediction_time_reaches_its_embedding(flow, spar
     end = int(events_before(np.asarray(row["times"], dtype="datetime64[us]"),
                             np.asarray([at], dtype="datetime64[us]"))[0])
     assert 0 < end < len(row["tokens"])
-    embedder = Embedder(str(current_model_dir(cfg)))
+    embedder = Embedder(str(models(cfg.run_dir).current()))
     stored = (read_table(spark, cfg.lake, "gold.embeddings")
               .where((F.col("subject_id") == row["subject_id"])
                      & (F.col("prediction_time") == at)).first().embedding)
@@ -94,7 +95,7 @@ def test_query_never_returns_the_patient_itself(flow, spark):
                 .limit(5).collect())
     for s in subjects:
         report = twin_report(index, s.subject_id, pd.Timestamp(s.prediction_time, tz="UTC"),
-                             k=50, min_cell_size=10)
+                             QueryConfig(k=50, min_cell_size=10))
         ids = [n["subject_id"] for n in report["neighbours"]]
         assert s.subject_id not in ids
         assert len(ids) == 50 and len(set(ids)) == 50
@@ -118,11 +119,12 @@ def test_query_cli_prints_json(flow, spark, capsys):
     assert report["forecast"]["task"] == "flare_within_180d"
 
 
-def test_query_names_an_unknown_patient(flow):
+def test_query_names_an_unknown_patient(flow, capsys):
     cfg, _ = flow
-    with pytest.raises(SystemExit, match="subject 999999 has no embeddings"):
-        main(["query", "--config", "conf/local.yaml", "--lake", cfg.lake,
-              "--subject", "999999", "--time", "2024-01-01"])
+    code = main(["query", "--config", "conf/local.yaml", "--lake", cfg.lake,
+                 "--subject", "999999", "--time", "2024-01-01"])
+    assert code == 2
+    assert "subject 999999 has no embeddings" in capsys.readouterr().err
 
 
 def test_twin_beats_the_population_prior(flow):
@@ -135,18 +137,15 @@ def test_twin_beats_the_population_prior(flow):
 
 
 def test_rerunning_ingest_replaces_never_duplicates(flow, spark):
-    import argparse
-
-    from jobs import ingest
     from rdt_spark.lake import table_version
 
     cfg, _ = flow
     version = table_version(spark, cfg.lake, "silver.events")
     before = read_table(spark, cfg.lake, "silver.events", version)
     count = before.count()
-    assert ingest.run(cfg, argparse.Namespace(source=None, full=False))["touched"] == 0
+    assert ingest.run(cfg, ingest.Options())["touched"] == 0
     assert table_version(spark, cfg.lake, "silver.events") == version  # nothing changed
-    ingest.run(cfg, argparse.Namespace(source=None, full=True))
+    ingest.run(cfg, ingest.Options(full=True))
     after = read_table(spark, cfg.lake, "silver.events")
     assert after.count() == count
     assert table_version(spark, cfg.lake, "silver.events") == version + 1

@@ -1,6 +1,5 @@
 """Ingest is idempotent and incremental: a re-run commits nothing, new rows touch only their patients."""
 
-import argparse
 import datetime as dt
 
 import pytest
@@ -29,7 +28,7 @@ def registry(spark, tmp_path_factory):
 
 
 def _run(cfg, folder, full=False):
-    return ingest.run(cfg, argparse.Namespace(source=str(folder), full=full))
+    return ingest.run(cfg, ingest.Options(source=str(folder), full=full))
 
 
 def _versions(spark, cfg):

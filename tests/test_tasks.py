@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from pyspark.sql import functions as F
 
-from jobs.config import ConfigError, load_tasks
+from rdt_spark.settings import ConfigError
 from rdt_spark.splits import split_of
-from rdt_spark.tasks import TaskSuite, task_labels
+from rdt_spark.tasks import TaskSuite, load_tasks, task_labels
 from rdt_spark.timelines import build_timelines
 from rdt_spark.vocab import build_vocab
 

@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ray_training.index import standardise
+from ray_training.index import IndexConfig, outcome_column, standardise
 from ray_training.twin import forecast, wilson_interval
 
 
@@ -12,9 +12,9 @@ def test_wilson_interval_matches_known_values():
     assert wilson_interval(0, 20)[0] == 0.0
 
 
-def neighbours(labels, censored):
-    return pd.DataFrame({"subject_id": range(len(labels)), "label": labels,
-                         "censored": censored})
+def neighbours(labels, censored, task="flare"):
+    return pd.DataFrame({"subject_id": range(len(labels)), outcome_column(task, "label"): labels,
+                         outcome_column(task, "censored"): censored})
 
 
 def test_forecast_is_suppressed_below_the_minimum_cell_size():
@@ -42,15 +42,15 @@ def test_tree_search_finds_k_distinct_patients_and_never_the_excluded_one():
     subjects = np.repeat(np.arange(100), 30)  # 100 patients, 30 time points each
     centres = rng.normal(size=(100, 16))
     vectors = (centres[subjects] + 0.3 * rng.normal(size=(3000, 16))).astype(np.float32)
-    cfg = {"brute_force_below": 0, "leaves_per_sqrt_n": 1.0, "leaves_to_search_fraction": 0.05,
-           "reorder": 100}
+    cfg = IndexConfig(brute_force_below=0, leaves_per_sqrt_n=1.0, leaves_to_search_fraction=0.05,
+                      reorder=100)
     mean, std = vectors.mean(0), vectors.std(0) + 1e-6
     leaves, searched = tree_shape(len(vectors), cfg)
     index = TwinIndex.__new__(TwinIndex)
     index.mean, index.std = mean, std
     index.manifest = {"shards": [{"rows": 3000, "subjects": 100, "leaves": leaves,
                                   "leaves_searched": searched}]}
-    rows = pd.DataFrame({"subject_id": subjects, "label": False, "censored": False})
+    rows = pd.DataFrame({"subject_id": subjects})
     index.shards = [(build_searcher(standardise(vectors, mean, std), cfg), rows)]
     queries = vectors[[0, 1500, 2999]]
     exclude = subjects[[0, 1500, 2999]]

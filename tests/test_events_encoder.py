@@ -1,6 +1,6 @@
 import torch
 
-from ray_training.model import EHRConfig, EHRTransformer
+from ray_training.events_encoder import EventsConfig, EventsEncoder
 
 
 def inputs(tokens: torch.Tensor) -> dict:
@@ -11,7 +11,7 @@ def inputs(tokens: torch.Tensor) -> dict:
 
 def test_hidden_state_ignores_later_events():
     torch.manual_seed(0)
-    model = EHRTransformer(EHRConfig(vocab_size=30, max_seq_len=16)).eval()
+    model = EventsEncoder(EventsConfig(vocab_size=30, max_seq_len=16)).eval()
     tokens = torch.randint(2, 30, (1, 12))
     changed = tokens.clone()
     changed[0, 7:] = torch.randint(2, 30, (5,))
@@ -23,7 +23,7 @@ def test_hidden_state_ignores_later_events():
 
 def test_next_token_loss_ignores_padding_and_learns():
     torch.manual_seed(0)
-    model = EHRTransformer(EHRConfig(vocab_size=10, max_seq_len=8, dropout=0.0))
+    model = EventsEncoder(EventsConfig(vocab_size=10, max_seq_len=8, dropout=0.0))
     batch = inputs(torch.tensor([[2, 3, 4, 5, 2, 3, 0, 0], [2, 3, 4, 5, 2, 3, 4, 5]]))
     optimiser = torch.optim.AdamW(model.parameters(), lr=3e-3)
     first = model(**batch)[1].item()

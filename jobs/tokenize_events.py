@@ -1,26 +1,30 @@
-"""rdt tokenize: silver.events -> gold.vocab, gold.timelines, gold.tasks."""
+"""rdt tokenize: silver.events -> gold.vocab, gold.timelines, gold.tasks.
+
+(The module is not called tokenize.py: run as a script, it would shadow the standard library's
+``tokenize``.)
+"""
 
 from __future__ import annotations
 
-import argparse
+import logging
+import sys
 
 from pyspark.sql import functions as F
 
 from jobs import context
-from jobs.config import Config, load_tasks
+from jobs.config import Config
+from jobs.job import Job, NoOptions
 from rdt_spark.lake import read_table, write_table
 from rdt_spark.schemas import GOLD_TASKS, GOLD_TIMELINES, GOLD_VOCAB, conform
 from rdt_spark.splits import split_of
-from rdt_spark.tasks import task_labels
+from rdt_spark.tasks import load_tasks, task_labels
 from rdt_spark.timelines import build_timelines
 from rdt_spark.vocab import build_vocab, vocab_version
 
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    pass
+log = logging.getLogger(__name__)
 
 
-def run(cfg: Config, args: argparse.Namespace) -> dict:
+def run(cfg: Config, opts: NoOptions) -> dict:
     t = cfg.tokenize
     suite = load_tasks(t.tasks_file)
     spark = context.spark(cfg)
@@ -30,12 +34,17 @@ def run(cfg: Config, args: argparse.Namespace) -> dict:
                 cfg.lake, "gold.vocab")
     vocab = read_table(spark, cfg.lake, "gold.vocab")
     version = vocab_version(vocab)
-    context.log("tokenize", f"gold.vocab {version}: {vocab.count():,} tokens")
+    log.info(f"gold.vocab {version}: {vocab.count():,} tokens")
     timelines = build_timelines(events, vocab, t.split_fractions, t.max_timeline_events,
                                 context=cfg.model.max_seq_len)
     write_table(conform(timelines, GOLD_TIMELINES), cfg.lake, "gold.timelines")
     write_table(conform(task_labels(events, suite, t.split_fractions), GOLD_TASKS), cfg.lake,
                 "gold.tasks")
+    return {"vocab_version": version, **_summary(spark, cfg)}
+
+
+def _summary(spark, cfg: Config) -> dict:
+    """Patients per split and labels per task, as written (logged, and returned)."""
     timelines = read_table(spark, cfg.lake, "gold.timelines")
     tasks = read_table(spark, cfg.lake, "gold.tasks")
     per_split = timelines.groupBy("split").agg(
@@ -45,22 +54,20 @@ def run(cfg: Config, args: argparse.Namespace) -> dict:
     for row in per_split.collect():  # small: three rows
         splits[row["split"]] = row["patients"]
         capped += row["capped"]
+    log.info(f"gold.timelines: {sum(splits.values()):,} patients {splits}; {capped:,} over "
+             f"max_timeline_events={cfg.tokenize.max_timeline_events:,}")
     labels = tasks.groupBy("task").agg(
         F.count("*").alias("points"), F.sum(F.col("label").cast("int")).alias("positive"),
         F.sum(F.col("censored").cast("int")).alias("censored")).orderBy("task")
     counts = {}
-    context.log("tokenize", f"gold.timelines: {sum(splits.values()):,} patients {splits}; "
-                            f"{capped:,} over max_timeline_events={t.max_timeline_events:,}")
     for row in labels.collect():  # small: one row per task
         counts[row["task"]] = {k: row[k] for k in ("points", "positive", "censored")}
-        context.log("tokenize", f"gold.tasks {row['task']}: {row['points']:,} prediction times, "
-                                f"{row['positive']:,} positive, {row['censored']:,} censored")
-    return {"vocab_version": version, "splits": splits, "tasks": counts}
+        log.info(f"gold.tasks {row['task']}: {row['points']:,} prediction times, "
+                 f"{row['positive']:,} positive, {row['censored']:,} censored")
+    return {"splits": splits, "tasks": counts}
 
 
-if __name__ == "__main__":  # spark-submit jobs/tokenize.py / ray job submit -- python jobs/tokenize.py
-    import sys
+JOB = Job("tokenize", run)
 
-    from jobs.cli import main
-
-    sys.exit(main(["tokenize", *sys.argv[1:]]))
+if __name__ == "__main__":
+    sys.exit(JOB.main())

@@ -1,4 +1,4 @@
-"""The EHR encoder: a small causal Transformer over timeline tokens (nanoGPT-shaped).
+"""The events encoder: a small causal Transformer over timeline tokens (nanoGPT-shaped).
 
 Each position sees its token, its age, the gap since the previous event and its normalised value.
 Attention is causal, so the hidden state at position t depends on events 0..t only: the state at
@@ -15,10 +15,19 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ray_training.modalities import Modality
 
-@dataclass
-class EHRConfig:
-    vocab_size: int
+MODALITY = Modality(
+    name="events", reads="gold.timelines",
+    columns=("tokens", "ages", "deltas", "values", "times", "prediction_times"),
+    output="2 x d_model: the state at the last event before the prediction time, and the "
+           "running mean of the states up to it",
+)
+
+
+@dataclass(frozen=True)
+class EventsConfig:
+    vocab_size: int = 0  # from gold.vocab when training starts (config files leave it out)
     max_seq_len: int = 512
     d_model: int = 64
     n_layers: int = 2
@@ -27,7 +36,7 @@ class EHRConfig:
 
 
 class CausalSelfAttention(nn.Module):
-    def __init__(self, cfg: EHRConfig):
+    def __init__(self, cfg: EventsConfig):
         super().__init__()
         self.n_heads = cfg.n_heads
         self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model)
@@ -47,7 +56,7 @@ class CausalSelfAttention(nn.Module):
 
 
 class MLP(nn.Module):
-    def __init__(self, cfg: EHRConfig):
+    def __init__(self, cfg: EventsConfig):
         super().__init__()
         self.fc = nn.Linear(cfg.d_model, 4 * cfg.d_model)
         self.proj = nn.Linear(4 * cfg.d_model, cfg.d_model)
@@ -58,7 +67,7 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, cfg: EHRConfig):
+    def __init__(self, cfg: EventsConfig):
         super().__init__()
         self.ln_1 = nn.LayerNorm(cfg.d_model)
         self.attn = CausalSelfAttention(cfg)
@@ -70,9 +79,10 @@ class Block(nn.Module):
         return x + self.mlp(self.ln_2(x))
 
 
-class EHRTransformer(nn.Module):
-    def __init__(self, cfg: EHRConfig):
+class EventsEncoder(nn.Module):
+    def __init__(self, cfg: EventsConfig):
         super().__init__()
+        assert cfg.vocab_size > 0, "set vocab_size from gold.vocab"
         self.cfg = cfg
         self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.d_model, padding_idx=0)
         self.pos_emb = nn.Embedding(cfg.max_seq_len, cfg.d_model)
@@ -96,6 +106,13 @@ class EHRTransformer(nn.Module):
                 nn.init.zeros_(module.bias)
         elif isinstance(module, nn.Embedding):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def configure_optimizers(self, weight_decay: float, learning_rate: float) -> torch.optim.AdamW:
+        """AdamW that decays matrices and embeddings only: norms and biases keep their scale."""
+        params = [p for p in self.parameters() if p.requires_grad]  # the tied head counted once
+        groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+                  {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+        return torch.optim.AdamW(groups, lr=learning_rate)
 
     def hidden(
         self, tokens: torch.Tensor, ages: torch.Tensor, deltas: torch.Tensor,

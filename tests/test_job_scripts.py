@@ -1,0 +1,104 @@
+"""Every job runs the same way as `rdt <job>`, `python -m jobs.<module>` and as a script file
+(what `spark-submit jobs/<module>.py` and `ray job submit -- python jobs/<module>.py` run), with
+the same options, the same result, and a quiet terminal."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from pyspark.sql import functions as F
+
+from jobs.cli import COMMANDS
+from rdt_spark.lake import read_table
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPTS = {path.stem: path for path in sorted((ROOT / "jobs").glob("*.py"))
+           if "\nJOB = Job(" in path.read_text()}
+LIBRARY_CHATTER = [":: resolution report ::", "Ivy Default Cache", "log4j", "WARN ",
+                   "absl::InitializeLog", "\x1b["]
+
+
+def _run(*command: str, cwd: Path = ROOT, timeout: int = 300) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYSPARK_PYTHON": sys.executable}
+    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_every_command_has_one_job_module_and_every_job_module_a_command():
+    modules = {job.run.__module__.removeprefix("jobs.") for job in COMMANDS.values()}
+    assert modules == set(SCRIPTS)
+
+
+def test_no_file_run_as_a_script_shadows_a_module_it_might_import():
+    # Python puts a script's folder first on sys.path: jobs/tokenize.py once shadowed the
+    # standard library's tokenize for every job run as a file.
+    for folder in ("jobs", "benchmarks"):
+        for path in (ROOT / folder).glob("*.py"):
+            assert path.stem not in sys.stdlib_module_names, path
+            assert path.stem == "__init__" or importlib.util.find_spec(path.stem) is None, path
+
+
+@pytest.mark.parametrize("module", sorted(SCRIPTS))
+def test_job_file_runs_as_a_script(module):
+    done = _run(sys.executable, str(SCRIPTS[module]), "--help", cwd=ROOT / "jobs")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "--config" in done.stdout and "--lake" in done.stdout
+
+
+def test_job_runs_with_python_dash_m_and_under_spark_submit():
+    as_module = _run(sys.executable, "-m", "jobs.tokenize_events", "--help")
+    assert as_module.returncode == 0 and "gold.timelines" in as_module.stdout
+    spark_submit = Path(sys.executable).parent / "spark-submit"
+    submitted = _run(str(spark_submit), "--master", "local[1]",
+                     str(SCRIPTS["tokenize_events"]), "--help")
+    assert submitted.returncode == 0, submitted.stderr[-2000:]
+    assert "gold.timelines" in submitted.stdout
+
+
+@pytest.fixture(scope="module")
+def script_config(tmp_path_factory):
+    """conf/local.yaml on one core with two partitions, so a job starts and ends quickly."""
+    folder = tmp_path_factory.mktemp("conf")
+    data = yaml.safe_load((ROOT / "conf" / "local.yaml").read_text())
+    data["spark"]["master"] = "local[1]"
+    data["spark"]["conf"]["spark.sql.shuffle.partitions"] = "2"
+    data["generate"]["partitions"] = 2
+    data["tokenize"]["tasks_file"] = str(ROOT / "conf" / "tasks.yaml")
+    path = folder / "small.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def _fingerprints(spark, lake: Path) -> dict[str, tuple[int, int]]:
+    found = {}
+    for schema in ("omop", "ext", "truth"):
+        for table in sorted((lake / schema).iterdir()):
+            df = read_table(spark, str(lake), f"{schema}.{table.name}")
+            row = df.select(F.xxhash64(F.to_json(F.struct("*"))).alias("h")).agg(
+                F.count("*"), F.sum(F.col("h") % 1_000_003)).first()  # small: one row
+            found[f"{schema}.{table.name}"] = (row[0], row[1])
+    return found
+
+
+def test_a_job_run_as_a_script_writes_what_rdt_writes_and_keeps_the_terminal_quiet(
+        spark, script_config, tmp_path):
+    from jobs import generate
+    from jobs.config import load_config
+
+    script = _run(sys.executable, str(SCRIPTS["generate"]), "--config", str(script_config),
+                  "--lake", str(tmp_path / "a"), "--patients", "12", "--seed", "5", cwd=tmp_path)
+    assert script.returncode == 0, script.stderr[-3000:]
+    assert "omop.person: 12 rows" in script.stderr
+    assert not [c for c in LIBRARY_CHATTER if c in script.stderr], script.stderr[-3000:]
+    logs = list((tmp_path / "a" / "_runs" / "logs").glob("*-generate.log"))
+    assert len(logs) == 1 and "Ivy" in logs[0].read_text()  # the chatter went to the log
+    # `rdt generate` and the tests call the same run() with the same typed options.
+    cfg = load_config(script_config, {"lake": str(tmp_path / "b")})
+    generate.run(cfg, generate.Options(patients=12, seed=5))
+    assert _fingerprints(spark, tmp_path / "a") == _fingerprints(spark, tmp_path / "b")
