@@ -8,7 +8,7 @@ import argparse
 from jobs import context
 from jobs.config import Config
 from rdt_spark.lake import write_table
-from rdt_spark.simulate import generate_registry
+from rdt_spark.simulator import generate_registry
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -5,11 +5,10 @@ import json
 import numpy as np
 from pyspark.sql import functions as F
 
-from rdt_spark import concepts as C
 from rdt_spark.lake import read_table, write_table
 from rdt_spark.sharp_score import EROSION_MAX, JSN_MAX
-from rdt_spark.simulate import _I, generate_registry, latent_truth, simulate_patient
-from rdt_spark.simulate_disease import (
+from rdt_spark.simulator import concepts as C
+from rdt_spark.simulator.disease import (
     DRUG_CLASSES,
     FLARE_DECAY,
     PHENOTYPES,
@@ -23,7 +22,8 @@ from rdt_spark.simulate_disease import (
     regimen_efficacy,
     regimen_under,
 )
-from rdt_spark.simulate_modalities import GENE_SYMBOLS
+from rdt_spark.simulator.modalities import GENE_SYMBOLS
+from rdt_spark.simulator.registry import _I, generate_registry, latent_truth, simulate_patient
 
 ORIGIN, SPAN = dt.datetime(2012, 1, 1), 5000.0
 

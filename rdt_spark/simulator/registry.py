@@ -2,12 +2,11 @@
 
 Each patient is simulated on its own from random streams seeded by (global seed, person_id), so
 the registry is identical whatever the partitioning. The disease and care model lives in
-``simulate_disease``; notes, radiographs and omics in ``simulate_notes`` and
-``simulate_modalities``. This module walks one patient week by week from diagnosis to death,
-loss to follow-up or the extract, writes what a registry would have recorded (visits, conditions,
-measurements with units and missingness, drug exposures, notes, radiograph scores, an omics
-sample) and what only the simulator knows (``truth.*``), then splits the rows into Delta-ready
-Spark frames.
+``disease``; notes, radiographs and omics in ``notes`` and ``modalities``. This module walks one
+patient week by week from diagnosis to death, loss to follow-up or the extract, writes what a
+registry would have recorded (visits, conditions, measurements with units and missingness, drug
+exposures, notes, radiograph scores, an omics sample) and what only the simulator knows
+(``truth.*``), then splits the rows into Delta-ready Spark frames.
 
 Example: ``simulate_patient(1, 7, origin, 5000)`` returns RECORD_SCHEMA tuples such as
 ("measurement", 100005, 1, 3020460, <micros>, None, 12.4, None, "mg/L", 8751, "1988-5", ...).
@@ -37,10 +36,10 @@ from pyspark.sql.types import (
     StructType,
 )
 
-from rdt_spark import concepts as C
 from rdt_spark import schemas
 from rdt_spark.sharp_score import EROSION_MAX, JSN_MAX
-from rdt_spark.simulate_disease import (
+from rdt_spark.simulator import concepts as C
+from rdt_spark.simulator.disease import (
     ADVANCED,
     DRUG_CLASSES,
     FLARE_DECAY,
@@ -62,14 +61,14 @@ from rdt_spark.simulate_disease import (
     regimen_under,
     settled,
 )
-from rdt_spark.simulate_modalities import (
+from rdt_spark.simulator.modalities import (
     GENE_SYMBOLS,
     N_BATCHES,
     PLATFORMS,
     add_damage,
     expression,
 )
-from rdt_spark.simulate_notes import VisitState, write_note
+from rdt_spark.simulator.notes import VisitState, write_note
 
 # One long record per output row; the per-table frames below select from it. Columns a table
 # does not use stay null (cheap in Arrow and Parquet).
