@@ -8,6 +8,7 @@ from pyspark.sql import functions as F
 from rdt_spark.lake import read_table, write_table
 from rdt_spark.sharp_score import EROSION_MAX, JSN_MAX
 from rdt_spark.simulator import concepts as C
+from rdt_spark.simulator import generate_registry
 from rdt_spark.simulator.disease import (
     DRUG_CLASSES,
     FLARE_DECAY,
@@ -23,7 +24,8 @@ from rdt_spark.simulator.disease import (
     regimen_under,
 )
 from rdt_spark.simulator.modalities import GENE_SYMBOLS
-from rdt_spark.simulator.registry import _I, generate_registry, latent_truth, simulate_patient
+from rdt_spark.simulator.patient import latent_truth, simulate_patient
+from rdt_spark.simulator.records import _I
 
 ORIGIN, SPAN = dt.datetime(2012, 1, 1), 5000.0
 

@@ -11,7 +11,8 @@ import pytest
 
 from rdt_spark.simulator import concepts as C
 from rdt_spark.simulator.disease import PUBLISHED_BANDS, eular_response
-from rdt_spark.simulator.registry import _I, simulate_patient
+from rdt_spark.simulator.patient import simulate_patient
+from rdt_spark.simulator.records import _I
 
 # -- the registry analyst: figures from observed rows only -----------------------------
 DAY_US = 86_400_000_000
