@@ -11,7 +11,7 @@ from jobs import context
 from jobs.config import Config
 from jobs.job import Job, option
 from rdt_spark.lake import write_table
-from rdt_spark.simulate import generate_registry
+from rdt_spark.simulator import generate_registry
 
 log = logging.getLogger(__name__)
 

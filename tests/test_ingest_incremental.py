@@ -9,7 +9,7 @@ from pyspark.sql import functions as F
 
 from jobs import ingest
 from rdt_spark.lake import read_table, table_path, table_version
-from rdt_spark.simulate import generate_registry
+from rdt_spark.simulator import generate_registry
 
 TABLES = ["silver.events", "silver.rejects", "silver.ingest_state"]
 

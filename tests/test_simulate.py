@@ -1,14 +1,15 @@
 import datetime as dt
+import hashlib
 import json
 
 import numpy as np
 from pyspark.sql import functions as F
 
-from rdt_spark import concepts as C
 from rdt_spark.lake import read_table, write_table
 from rdt_spark.sharp_score import EROSION_MAX, JSN_MAX
-from rdt_spark.simulate import _I, generate_registry, latent_truth, simulate_patient
-from rdt_spark.simulate_disease import (
+from rdt_spark.simulator import concepts as C
+from rdt_spark.simulator import generate_registry
+from rdt_spark.simulator.disease import (
     DRUG_CLASSES,
     FLARE_DECAY,
     PHENOTYPES,
@@ -22,7 +23,9 @@ from rdt_spark.simulate_disease import (
     regimen_efficacy,
     regimen_under,
 )
-from rdt_spark.simulate_modalities import GENE_SYMBOLS
+from rdt_spark.simulator.modalities import GENE_SYMBOLS
+from rdt_spark.simulator.patient import latent_truth, simulate_patient
+from rdt_spark.simulator.records import _I
 
 ORIGIN, SPAN = dt.datetime(2012, 1, 1), 5000.0
 
@@ -185,10 +188,12 @@ def test_omics_signatures_follow_the_hidden_phenotype():
             > np.mean(by_phenotype["fast_remitting"]) + 0.5)
 
 
-def _fingerprint(frame):
-    """Row count and an order-free sum of row hashes: equal tables give equal fingerprints."""
-    row = frame.agg(F.count("*"), F.sum(F.xxhash64(*frame.columns).cast("decimal(38,0)"))).first()
-    return tuple(row)  # small: one row
+def _fingerprint(frame) -> tuple[int, str]:
+    """Row count and an order-free sum of hashes of each row's JSON (column names and values):
+    equal tables give equal fingerprints."""
+    row = frame.agg(F.count("*"), F.sum(F.xxhash64(F.to_json(F.struct(*frame.columns)))
+                                        .cast("decimal(38,0)"))).first()  # small: one row
+    return int(row[0]), str(row[1])
 
 
 def test_registry_is_identical_whatever_the_partitioning(spark, tmp_path):
@@ -210,3 +215,51 @@ def test_registry_is_identical_whatever_the_partitioning(spark, tmp_path):
     assert one == three
     # Deaths are rare enough that a small registry may have none; every other table has rows.
     assert all(count > 0 for name, (count, _) in one.items() if name != "omop.death")
+
+
+# Fingerprints of what the simulator produces, computed on the code as it stood before the
+# simulator became a package (issue 8). A refactor must leave every draw, row and value as it
+# was; any change to the model's output must update these on purpose, saying why.
+PINNED_PATIENTS_SHA256 = "17187f239d492e4ecbc7c5077ca8582d178056f639dc9192a9a50460a37cc144"
+PINNED_REGISTRY = {  # table: _fingerprint (rows, sum of xxhash64 of each row's JSON)
+    "ext.imaging": (124, "-13919296030930496798"),
+    "ext.omics": (15, "18990219116335266937"),
+    "ext.omics_genes": (300, "144039864060370644626"),
+    "omop.cdm_source": (1, "4720730893412639480"),
+    "omop.concept": (44, "-34360698129552883560"),
+    "omop.condition_occurrence": (266, "-114514798486661227735"),
+    "omop.death": (1, "1751175324854564079"),
+    "omop.drug_exposure": (2961, "-508297457009596933583"),
+    "omop.measurement": (10925, "300735269892304782700"),
+    "omop.note": (1041, "-42565399662386281807"),
+    "omop.observation_period": (60, "63525969870878545068"),
+    "omop.person": (60, "40372859613502615552"),
+    "omop.visit_occurrence": (1614, "-127190970048919504833"),
+    "truth.patient_latent": (60, "-62206270131379902409"),
+    "truth.treatment_response": (2051, "656154580988290461299"),
+}
+
+
+def _exact(value):
+    """What json cannot write itself (numpy scalars), named by type so no type change hides."""
+    return f"{type(value).__name__}:{value!r}"
+
+
+def patients_fingerprint(person_ids, seed: int) -> str:
+    """sha256 of every row of the patients, in order; json writes floats as their repr."""
+    digest = hashlib.sha256()
+    for pid in person_ids:
+        rows = simulate_patient(pid, seed, ORIGIN, SPAN)
+        digest.update(json.dumps(rows, default=_exact, allow_nan=True).encode())
+    return digest.hexdigest()
+
+
+def test_simulated_patients_match_their_pinned_fingerprint():
+    assert patients_fingerprint(range(1, 151), 7) == PINNED_PATIENTS_SHA256
+
+
+def test_generated_registry_matches_its_pinned_fingerprint(spark):
+    tables, records = generate_registry(spark, 60, 3, 2, "2012-01-01", "2025-12-31")
+    got = {name: _fingerprint(frame) for name, frame in sorted(tables.items())}
+    records.unpersist()
+    assert got == PINNED_REGISTRY

@@ -1,6 +1,6 @@
 """Marginal figures of a generated population land within published bands.
 
-Each band, with its source, sits next to the model in ``rdt_spark.simulate_disease``; the
+Each band, with its source, sits next to the model in ``rdt_spark.simulator.disease``; the
 figures are computed from the observed rows the way a registry analyst would
 (``figures`` below), on a seed the model was not tuned on.
 """
@@ -9,9 +9,10 @@ import datetime as dt
 
 import pytest
 
-from rdt_spark import concepts as C
-from rdt_spark.simulate import _I, simulate_patient
-from rdt_spark.simulate_disease import PUBLISHED_BANDS, eular_response
+from rdt_spark.simulator import concepts as C
+from rdt_spark.simulator.disease import PUBLISHED_BANDS, eular_response
+from rdt_spark.simulator.patient import simulate_patient
+from rdt_spark.simulator.records import _I
 
 # -- the registry analyst: figures from observed rows only -----------------------------
 DAY_US = 86_400_000_000

@@ -1,7 +1,7 @@
 """Imaging (per-joint Sharp/van der Heijde scores) and a baseline omics panel for the simulator.
 
 Radiographs: damage accrues as expected mTSS units while the disease is active (see
-``simulate_disease``); each study draws the accrued units and places them on joints, erosions on
+``disease``); each study draws the accrued units and places them on joints, erosions on
 the usual sites (MCP 2-3, wrists, MTP 5) more often than elsewhere, capped at each joint's maximum.
 Scores never decrease (readers compare with the previous film).
 
@@ -57,7 +57,7 @@ SIGNATURES = {
 N_GENES = 300
 _NAMED = [g for genes in SIGNATURES.values() for g in genes]
 GENE_SYMBOLS = _NAMED + [f"RDTG{i:03d}" for i in range(1, N_GENES - len(_NAMED) + 1)]
-# Signature strength (log2 units) per phenotype, in the order of simulate_disease.PHENOTYPES.
+# Signature strength (log2 units) per phenotype, in the order of disease.PHENOTYPES.
 PHENOTYPE_SIGNATURES = [
     {"plasmablast": 1.2, "myeloid_il6": 0.4},  # seropositive_erosive
     {"interferon": 1.0},  # seronegative_mild

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from rdt_spark.simulate_disease import Draws
+from rdt_spark.simulator.disease import Draws
 
 _OPENERS = ["Seen in RA clinic.", "RA follow-up.", "Pt reviewed today for RA.", "RA f/u.",
             "Rheumatology review.", "Follow-up visit, rheumatoid arthritis."]
