@@ -23,16 +23,8 @@ from ray_training.train import TrainConfig
 from ray_training.twin import QueryConfig
 from rdt_spark.session import SparkConfig
 from rdt_spark.settings import ConfigError, from_mapping, read_yaml
+from rdt_spark.simulator import GenerateConfig
 from rdt_spark.tasks import load_tasks
-
-
-@dataclass(frozen=True)
-class GenerateConfig:
-    patients: int = 2000
-    seed: int = 7
-    partitions: int = 8
-    start_date: str = "2012-01-01"
-    extract_date: str = "2025-12-31"
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@ truth (truth.*), all from one simulation pass."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sys
 from dataclasses import dataclass
@@ -23,13 +24,11 @@ class Options:
 
 
 def run(cfg: Config, opts: Options) -> dict:
-    g = cfg.generate
-    patients = opts.patients or g.patients
-    seed = g.seed if opts.seed is None else opts.seed
+    g = dataclasses.replace(cfg.generate, patients=opts.patients or cfg.generate.patients,
+                            seed=cfg.generate.seed if opts.seed is None else opts.seed)
     spark = context.spark(cfg)
-    log.info(f"simulating {patients:,} patients (seed {seed}) into {cfg.lake}")
-    tables, records = generate_registry(spark, patients, seed, g.partitions,
-                                        g.start_date, g.extract_date)
+    log.info(f"simulating {g.patients:,} patients (seed {g.seed}) into {cfg.lake}")
+    tables, records = generate_registry(spark, g)
     counts = {}
     for name, frame in tables.items():
         write_table(frame, cfg.lake, name)
@@ -37,7 +36,7 @@ def run(cfg: Config, opts: Options) -> dict:
         counts[name] = _rows_written(spark, context.path(cfg, name))
         log.info(f"{name}: {counts[name]:,} rows")
     records.unpersist()
-    return {"patients": patients, "seed": seed, "rows": counts}
+    return {"patients": g.patients, "seed": g.seed, "rows": counts}
 
 
 def _rows_written(spark, path: str) -> int:

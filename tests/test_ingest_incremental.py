@@ -9,7 +9,7 @@ from pyspark.sql import functions as F
 
 from jobs import ingest
 from rdt_spark.lake import read_table, table_path, table_version
-from rdt_spark.simulator import generate_registry
+from rdt_spark.simulator import GenerateConfig, generate_registry
 
 TABLES = ["silver.events", "silver.rejects", "silver.ingest_state"]
 
@@ -18,7 +18,7 @@ TABLES = ["silver.events", "silver.rejects", "silver.ingest_state"]
 def registry(spark, tmp_path_factory):
     """A folder of OMOP Parquet tables (one folder per table, so rows can be appended) and a lake."""
     root = tmp_path_factory.mktemp("incremental")
-    tables, records = generate_registry(spark, 30, 3, 2, "2016-01-01", "2023-12-31")
+    tables, records = generate_registry(spark, GenerateConfig(30, 3, 2, "2016-01-01", "2023-12-31"))
     for name, frame in tables.items():
         if not name.startswith("truth."):  # a registry has no truth tables
             frame.write.parquet(str(root / "source" / name.removeprefix("omop.").replace(".", "_")))

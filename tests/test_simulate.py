@@ -7,8 +7,8 @@ from pyspark.sql import functions as F
 
 from rdt_spark.lake import read_table, write_table
 from rdt_spark.sharp_score import EROSION_MAX, JSN_MAX
+from rdt_spark.simulator import GenerateConfig, generate_registry
 from rdt_spark.simulator import concepts as C
-from rdt_spark.simulator import generate_registry
 from rdt_spark.simulator.disease import (
     DRUG_CLASSES,
     FLARE_DECAY,
@@ -199,7 +199,8 @@ def _fingerprint(frame) -> tuple[int, str]:
 def test_registry_is_identical_whatever_the_partitioning(spark, tmp_path):
     fingerprints = []
     for partitions in (1, 3):
-        tables, records = generate_registry(spark, 40, 5, partitions, "2015-01-01", "2024-12-31")
+        tables, records = generate_registry(
+            spark, GenerateConfig(40, 5, partitions, "2015-01-01", "2024-12-31"))
         fingerprints.append({name: _fingerprint(frame) for name, frame in tables.items()})
         if partitions == 3:  # what a job writes is what was fingerprinted
             write_table(tables["ext.imaging"], str(tmp_path), "ext.imaging")
@@ -259,7 +260,7 @@ def test_simulated_patients_match_their_pinned_fingerprint():
 
 
 def test_generated_registry_matches_its_pinned_fingerprint(spark):
-    tables, records = generate_registry(spark, 60, 3, 2, "2012-01-01", "2025-12-31")
+    tables, records = generate_registry(spark, GenerateConfig(60, 3, 2, "2012-01-01", "2025-12-31"))
     got = {name: _fingerprint(frame) for name, frame in sorted(tables.items())}
     records.unpersist()
     assert got == PINNED_REGISTRY

@@ -10,10 +10,10 @@
 - ``notes`` and ``modalities``: visit notes, radiograph scores and omics samples;
 - ``concepts``: the OMOP concepts the registry uses.
 
-Example: ``tables, records = generate_registry(spark, 60, 3, 2, "2012-01-01", "2025-12-31")``
+Example: ``tables, records = generate_registry(spark, GenerateConfig(patients=60, seed=3))``
 gives ``tables["omop.person"]`` with 60 rows; write the tables, then ``records.unpersist()``.
 """
 
-from rdt_spark.simulator.registry import generate_registry
+from rdt_spark.simulator.registry import GenerateConfig, generate_registry
 
-__all__ = ["generate_registry"]
+__all__ = ["GenerateConfig", "generate_registry"]

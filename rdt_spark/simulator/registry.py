@@ -5,7 +5,7 @@ by global seed and person_id, so the registry is identical whatever the partitio
 the long records (``records.RECORD_SCHEMA``) and selects each table from them, field names as
 the standards spell them.
 
-Example: ``generate_registry(spark, 60, 3, 2, "2012-01-01", "2025-12-31")`` returns
+Example: ``generate_registry(spark, GenerateConfig(60, 3, 2))`` returns
 ({"omop.person": <60 rows>, "omop.measurement": <10,925 rows>, ..., "ext.imaging": ...,
 "truth.patient_latent": <60 rows>, "truth.treatment_response": ...}, <persisted records>); one
 ``omop.measurement`` row, patient 1's anti-CCP at diagnosis, reads (measurement_id=100005,
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import pandas as pd
 from pyspark import StorageLevel
@@ -230,23 +231,31 @@ def cdm_source_table(spark: SparkSession, extract_date: str) -> DataFrame:
         "source_release_date date, cdm_release_date date")
 
 
+@dataclass(frozen=True)
+class GenerateConfig:
+    patients: int = 2000
+    seed: int = 7  # with the person id, seeds each patient's random streams
+    partitions: int = 8  # Spark partitions of the simulation (the output does not depend on it)
+    start_date: str = "2012-01-01"  # the registry's first diagnoses
+    extract_date: str = "2025-12-31"  # nothing is recorded after it
+
+
 def generate_registry(
-    spark: SparkSession, patients: int, seed: int, partitions: int,
-    start_date: str, extract_date: str,
+    spark: SparkSession, cfg: GenerateConfig,
 ) -> tuple[dict[str, DataFrame], DataFrame]:
     """All tables by their ``schema.name`` (omop.*, ext.*, truth.*), and the persisted records.
 
     Every table is a selection from one simulation pass; unpersist the records once the tables
     are written.
     """
-    people = spark.range(1, patients + 1, numPartitions=partitions).withColumnRenamed(
+    people = spark.range(1, cfg.patients + 1, numPartitions=cfg.partitions).withColumnRenamed(
         "id", "person_id")
     records = people.mapInPandas(
-        _record_partitions(seed, start_date, extract_date), RECORD_SCHEMA
+        _record_partitions(cfg.seed, cfg.start_date, cfg.extract_date), RECORD_SCHEMA
     ).persist(StorageLevel.MEMORY_AND_DISK)
     tables = {f"omop.{name}": frame for name, frame in omop_tables(records).items()}
     tables["omop.concept"] = concept_table(spark)
-    tables["omop.cdm_source"] = cdm_source_table(spark, extract_date)
+    tables["omop.cdm_source"] = cdm_source_table(spark, cfg.extract_date)
     tables.update({f"ext.{name}": frame for name, frame in ext_tables(records).items()})
     tables["ext.omics_genes"] = omics_genes_table(spark)
     tables.update({f"truth.{name}": frame for name, frame in truth_tables(records).items()})
