@@ -86,6 +86,7 @@ class Console:
         self._label = _current_job.set(self.job)
         root = logging.getLogger()
         root.setLevel(min(root.level or logging.INFO, logging.INFO))
+        logging.getLogger("py4j").setLevel(logging.WARNING)  # a line per pooled socket at INFO
         self._attach(root, to_file)
         for name in OUR_LOGGERS:
             logger = logging.getLogger(name)
