@@ -24,6 +24,7 @@ from ray_training.twin import QueryConfig
 from rdt_spark.session import SparkConfig
 from rdt_spark.settings import ConfigError, from_mapping, read_yaml
 from rdt_spark.simulator import GenerateConfig
+from rdt_spark.states import StatesConfig
 from rdt_spark.tasks import load_tasks
 
 
@@ -47,6 +48,7 @@ class Config:
     ray: RayConfig = field(default_factory=RayConfig)
     generate: GenerateConfig = field(default_factory=GenerateConfig)
     tokenize: TokenizeConfig = field(default_factory=TokenizeConfig)
+    states: StatesConfig = field(default_factory=StatesConfig)
     model: EventsConfig = field(default_factory=EventsConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     embed: EmbedConfig = field(default_factory=EmbedConfig)

@@ -6,11 +6,22 @@ the embedded default, and a scheduler runs ``FLOW`` the same way on a cluster.
 
 from __future__ import annotations
 
-from jobs import embed, evaluate, export_meds, generate, index, ingest, query, tokenize_events, train
+from jobs import (
+    embed,
+    evaluate,
+    export_meds,
+    generate,
+    index,
+    ingest,
+    query,
+    states,
+    tokenize_events,
+    train,
+)
 from jobs.job import Job
 
 # source -> silver -> gold -> model -> embeddings -> index -> evaluation (../shared/DESIGN.md)
-FLOW: list[Job] = [generate.JOB, ingest.JOB, tokenize_events.JOB, train.JOB, embed.JOB,
-                   index.JOB, evaluate.JOB]
+FLOW: list[Job] = [generate.JOB, ingest.JOB, tokenize_events.JOB, states.JOB, train.JOB,
+                   embed.JOB, index.JOB, evaluate.JOB]
 TOOLS: list[Job] = [query.JOB, export_meds.JOB]
 JOBS: dict[str, Job] = {job.name: job for job in FLOW + TOOLS}

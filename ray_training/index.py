@@ -2,10 +2,21 @@
 manifest that pins the Delta versions and the model it was built from.
 
 Layout under ``<run_dir>/index`` (a ``VersionedDir``): ``<index_version>/manifest.json``,
-``<index_version>/shard-N/`` (``scann/`` and ``rows.parquet``), and ``CURRENT`` naming the version
-queries use. A shard's rows carry the outcome of every task in gold.tasks at that patient-time, as
-``<task>:label``, ``<task>:censored`` and ``<task>:category`` (``outcome_column``); a patient-time
-a task has no row for is censored for it.
+``<index_version>/shard-N/`` (``scann/``, ``rows.parquet`` and ``vectors.npy``, the rows in the
+search space, in row order, for exact search of a filtered subset), ``scaling.npz`` (the search
+space, ``SearchSpace``), and ``CURRENT`` naming the
+version queries use. A shard's rows are sorted by (subject_id, prediction_time) and carry, at
+that patient-time:
+
+- the outcome of every task in gold.tasks, as ``<task>:label``, ``<task>:censored`` and
+  ``<task>:category`` (``outcome_column``); a patient-time a task has no row for is censored;
+- what a search may filter on, from gold.patient_states (sex, age, disease duration,
+  serostatus, current and past drug classes, DAS28, mTSS);
+- what followed, from gold.trajectories (follow-up, days to the first event, the DAS28 and mTSS
+  course), which a twin report summarises over the neighbours.
+
+The manifest pins the Delta version of each of those four tables and the model, and holds the
+task catalogue (kind, outcome window, drug class of each task) and the course months.
 """
 
 from __future__ import annotations
@@ -23,12 +34,17 @@ import pandas as pd
 import pyarrow.compute as pc
 import scann
 from deltalake import DeltaTable
+from deltalake.exceptions import TableNotFoundError
 
 from ray_training.versions import VersionedDir
 
-MANIFEST, ROWS, SCALING = "manifest.json", "rows.parquet", "scaling.npz"
+MANIFEST, ROWS, SCALING, VECTORS = "manifest.json", "rows.parquet", "scaling.npz", "vectors.npy"
 KEYS = ["subject_id", "prediction_time"]
 OUTCOME_FIELDS = ("label", "censored", "category")
+STATE_COLUMNS = ["sex", "age", "disease_years", "seropositive", "current_classes",
+                 "past_classes", "das28", "mtss"]
+COURSE_COLUMNS = {"das28": "das28_course", "mtss": "mtss_course"}  # measure -> trajectory column
+TRAJECTORY_COLUMNS = ["follow_up_days", "event_days", *COURSE_COLUMNS.values()]
 
 
 @dataclass(frozen=True)
@@ -39,6 +55,8 @@ class IndexConfig:
     leaves_per_sqrt_n: float = 1.0
     leaves_to_search_fraction: float = 0.1
     reorder: int = 200
+    state_weight: float = 0.25  # share of the distance given to the clinical state (SearchSpace)
+    whitening_shrinkage: float = 0.01  # added to each eigenvalue, as a share of their mean
 
 
 def indexes(run_dir: str | Path) -> VersionedDir:
@@ -51,25 +69,117 @@ def outcome_column(task: str, field: str) -> str:
     return f"{task}:{field}"
 
 
-def standardise(vectors: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
-    """Per-dimension z-scores, then unit length: dot product becomes cosine of z-scores.
+STATE_FEATURES = ("das28", "mtss", "disease_years", "age", "seropositive", "current_classes",
+                  "past_classes")
 
-    Raw encoder states share a large common direction that would make every pair look alike.
+
+def state_features(frame: pd.DataFrame) -> np.ndarray:
+    """The clinical state a search matches on, one row per patient-time (NaN: unknown): latest
+    DAS28 and mTSS, disease duration, age, serostatus (1/0) and the number of current and of
+    past drug classes (the line of therapy)."""
+    def count(lists: pd.Series) -> np.ndarray:
+        return np.array([np.nan if v is None else len(v) for v in lists], dtype=float)
+
+    return np.column_stack([
+        frame["das28"].to_numpy(float), frame["mtss"].to_numpy(float),
+        frame["disease_years"].to_numpy(float), frame["age"].to_numpy(float),
+        frame["seropositive"].map({True: 1.0, False: 0.0}).to_numpy(float),
+        count(frame["current_classes"]), count(frame["past_classes"]),
+    ])
+
+
+@dataclass
+class SearchSpace:
+    """Where nearness is measured, by squared Euclidean distance.
+
+    Two parts, each with an expected squared distance of 2 between random patient-times, then
+    weighted so the clinical state holds ``state_weight`` of it:
+
+    - the embedding, whitened (decorrelated, every principal direction at unit variance, with a
+      small shrinkage so that noise directions do not dominate) and scaled to unit length:
+      raw encoder states share large common directions that would make every pair look alike;
+    - the clinical state (``state_features``), standardised, unknowns at the reference mean:
+      neighbours stand where the patient stands on disease activity, damage, duration, age,
+      serostatus and line of therapy, which the embedding of a small registry captures poorly.
+
+    ``similarity = 1 - distance / 2``: the cosine of the whitened embeddings with state weight 0.
     """
-    z = (np.asarray(vectors, dtype=np.float32) - mean) / std
-    return z / np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-12)
+
+    mean: np.ndarray
+    whitening: np.ndarray  # (d, d)
+    state_mean: np.ndarray
+    state_std: np.ndarray
+    state_weight: float
+
+    @classmethod
+    def fit(cls, vectors: np.ndarray, states: np.ndarray, state_weight: float,
+            shrinkage: float) -> SearchSpace:
+        mean = vectors.mean(axis=0)
+        eigenvalues, eigenvectors = np.linalg.eigh(np.cov((vectors - mean).T))
+        eigenvalues = np.maximum(eigenvalues, 0.0)
+        whitening = eigenvectors / np.sqrt(eigenvalues + shrinkage * eigenvalues.mean() + 1e-12)
+        state_mean = np.nan_to_num(np.nanmean(states, axis=0)) if len(states) else states
+        state_std = np.nan_to_num(np.nanstd(states, axis=0)) + 1e-6
+        return cls(mean, whitening.astype(np.float32), state_mean, state_std, state_weight)
+
+    def transform(self, vectors: np.ndarray, states: np.ndarray) -> np.ndarray:
+        z = (np.asarray(vectors, dtype=np.float32) - self.mean) @ self.whitening
+        z /= np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-12)
+        s = np.nan_to_num((states - self.state_mean) / self.state_std) / np.sqrt(states.shape[1])
+        return np.hstack([z * math.sqrt(1 - self.state_weight),
+                          s * math.sqrt(self.state_weight)]).astype(np.float32)
+
+    def save(self, path: Path) -> None:
+        np.savez(path, mean=self.mean, whitening=self.whitening, state_mean=self.state_mean,
+                 state_std=self.state_std, state_weight=self.state_weight)
+
+    @classmethod
+    def load(cls, path: Path) -> SearchSpace:
+        f = np.load(path)
+        return cls(f["mean"], f["whitening"], f["state_mean"], f["state_std"],
+                   float(f["state_weight"]))
 
 
-def read_reference(embeddings_path: str, tasks_path: str, splits: list[str],
-                   embeddings_version: int, tasks_version: int) -> tuple[pd.DataFrame, list[str]]:
-    """Reference patient-times (embedding and every task's outcome) from pinned table versions,
-    and the task names."""
-    emb = DeltaTable(embeddings_path, version=embeddings_version).to_pyarrow_dataset().to_table(
-        columns=[*KEYS, "model_version", "embedding", "split"],
-        filter=pc.field("split").isin(splits)).to_pandas()
-    tasks = DeltaTable(tasks_path, version=tasks_version).to_pyarrow_dataset().to_table(
-        columns=[*KEYS, "task", *OUTCOME_FIELDS],
-        filter=pc.field("split").isin(splits)).to_pandas()
+def latest_version(path: str) -> int:
+    """The Delta table's current version; a missing table names the job that writes it."""
+    try:
+        return DeltaTable(path).version()
+    except TableNotFoundError:
+        raise FileNotFoundError(f"no Delta table at {path}: run the job that writes it "
+                                "(rdt states writes gold.patient_states and gold.trajectories)"
+                                ) from None
+
+
+@dataclass(frozen=True)
+class Sources:
+    """The gold tables an index reads, each pinned at a Delta version."""
+
+    embeddings: tuple[str, int]
+    tasks: tuple[str, int]
+    states: tuple[str, int]
+    trajectories: tuple[str, int]
+
+    @classmethod
+    def latest(cls, embeddings: str, tasks: str, states: str, trajectories: str) -> Sources:
+        return cls(*((path, latest_version(path))
+                     for path in (embeddings, tasks, states, trajectories)))
+
+    def pinned(self) -> dict:
+        return {name: {"path": path, "version": version}
+                for name, (path, version) in dataclasses.asdict(self).items()}
+
+
+def _read(source: tuple[str, int], columns: list[str], splits: list[str]) -> pd.DataFrame:
+    path, version = source
+    return DeltaTable(path, version=version).to_pyarrow_dataset().to_table(
+        columns=columns, filter=pc.field("split").isin(splits)).to_pandas()
+
+
+def read_reference(sources: Sources, splits: list[str]) -> tuple[pd.DataFrame, list[str]]:
+    """Reference patient-times (embedding, state, course and every task's outcome) from pinned
+    table versions, sorted by subject and time, and the task names."""
+    emb = _read(sources.embeddings, [*KEYS, "model_version", "embedding", "split"], splits)
+    tasks = _read(sources.tasks, [*KEYS, "task", *OUTCOME_FIELDS], splits)
     names = sorted(tasks["task"].unique())
     wide = tasks.pivot(index=KEYS, columns="task", values=list(OUTCOME_FIELDS))
     wide.columns = [outcome_column(task, f) for f, task in wide.columns]
@@ -83,7 +193,17 @@ def read_reference(embeddings_path: str, tasks_path: str, splits: list[str],
         ref[category] = ref[category].astype(object).where(ref[category].notna(), None)
     ref = ref.reindex(columns=[*emb.columns, *(outcome_column(t, f) for t in names
                                                 for f in OUTCOME_FIELDS)])
+    ref = (ref.merge(_read(sources.states, [*KEYS, *STATE_COLUMNS], splits), on=KEYS, how="left")
+           .merge(_read(sources.trajectories, [*KEYS, *TRAJECTORY_COLUMNS], splits), on=KEYS,
+                  how="left"))
     return ref.sort_values(KEYS, ignore_index=True), names
+
+
+def _course_months(sources: Sources) -> list[int]:
+    path, version = sources.trajectories
+    first = DeltaTable(path, version=version).to_pyarrow_dataset().head(
+        1, columns=["course_months"]).to_pylist()
+    return list(first[0]["course_months"]) if first else []
 
 
 def tree_shape(n: int, cfg: IndexConfig) -> tuple[int, int]:
@@ -95,47 +215,50 @@ def tree_shape(n: int, cfg: IndexConfig) -> tuple[int, int]:
 
 
 def build_searcher(db: np.ndarray, cfg: IndexConfig):
-    """Exact dot-product search for small shards, a ScaNN tree with AH scoring above."""
-    builder = scann.scann_ops_pybind.builder(db, 10, "dot_product")
+    """Exact squared-L2 search for small shards, a ScaNN tree with AH scoring above."""
+    builder = scann.scann_ops_pybind.builder(db, 10, "squared_l2")
     leaves, searched = tree_shape(len(db), cfg)
     if not leaves:
         return builder.score_brute_force().build()
     return (builder.tree(num_leaves=leaves, num_leaves_to_search=searched,
                          training_sample_size=min(len(db), 250_000))
-            .score_ah(2, anisotropic_quantization_threshold=0.2)
+            .score_ah(2)
             .reorder(cfg.reorder).build())
 
 
-def index_version(embeddings_version: int, tasks_version: int, model_version: str,
-                  cfg: IndexConfig) -> str:
-    key = json.dumps([embeddings_version, tasks_version, model_version, dataclasses.asdict(cfg)],
+def index_version(sources: Sources, model_version: str, catalogue: dict, cfg: IndexConfig) -> str:
+    key = json.dumps([sources.pinned(), model_version, catalogue, dataclasses.asdict(cfg)],
                      sort_keys=True)
     return "idx-" + hashlib.sha1(key.encode()).hexdigest()[:12]
 
 
-def build_index(embeddings_path: str, tasks_path: str, default_task: str, cfg: IndexConfig,
-                 run_dir: str) -> dict:
+def build_index(sources: Sources, catalogue: dict[str, dict], default_task: str,
+                cfg: IndexConfig, run_dir: str) -> dict:
     """Build every shard, then publish the new version; returns the manifest.
 
-    ``default_task`` is the forecast a twin report leads with; the rows carry every task.
+    ``catalogue`` describes each task (``rdt_spark.tasks.task_catalogue``); ``default_task`` is
+    the forecast a twin report leads with; the rows carry every task.
     """
-    emb_version = DeltaTable(embeddings_path).version()
-    tasks_version = DeltaTable(tasks_path).version()
-    ref, task_names = read_reference(embeddings_path, tasks_path, cfg.splits, emb_version,
-                                     tasks_version)
+    ref, task_names = read_reference(sources, cfg.splits)
+    embeddings_path = sources.embeddings[0]
     if ref.empty:
         raise ValueError(f"no embeddings in splits {cfg.splits} at {embeddings_path}")
     if default_task not in task_names:
-        raise ValueError(f"gold.tasks at {tasks_path} has no task {default_task!r}")
+        raise ValueError(f"gold.tasks at {sources.tasks[0]} has no task {default_task!r}")
+    if ref["follow_up_days"].isna().all():
+        raise ValueError("no gold.trajectories rows for the embeddings: re-run rdt states")
     models = sorted(ref["model_version"].unique())
     if len(models) != 1:
         raise ValueError(f"{embeddings_path} mixes model versions {models}: re-run embed")
-    version = index_version(emb_version, tasks_version, models[0], cfg)
+    catalogue = {task: catalogue.get(task, {"kind": "unknown", "window_days": 0,
+                                            "drug_class": None}) for task in task_names}
+    version = index_version(sources, models[0], catalogue, cfg)
     published = indexes(run_dir)
     staging, target = published.staging(version), published.path(version)
     vectors = np.stack(ref["embedding"].to_numpy()).astype(np.float32)
-    mean, std = vectors.mean(axis=0), vectors.std(axis=0) + 1e-6
-    np.savez(staging / SCALING, mean=mean, std=std)
+    states = state_features(ref)
+    space = SearchSpace.fit(vectors, states, cfg.state_weight, cfg.whitening_shrinkage)
+    space.save(staging / SCALING)
     shards = []
     for shard in range(cfg.num_shards):
         in_shard = (ref["subject_id"] % cfg.num_shards == shard).to_numpy()
@@ -144,7 +267,9 @@ def build_index(embeddings_path: str, tasks_path: str, default_task: str, cfg: I
             continue
         shard_dir = staging / f"shard-{shard}"
         (shard_dir / "scann").mkdir(parents=True)
-        build_searcher(standardise(vectors[in_shard], mean, std), cfg).serialize(str(shard_dir / "scann"))
+        db = space.transform(vectors[in_shard], states[in_shard])
+        build_searcher(db, cfg).serialize(str(shard_dir / "scann"))
+        np.save(shard_dir / VECTORS, db)
         rows.drop(columns=["embedding", "model_version", "split"]).to_parquet(shard_dir / ROWS)
         leaves, searched = tree_shape(len(rows), cfg)
         shards.append({"shard": shard, "rows": len(rows), "subjects": int(rows["subject_id"].nunique()),
@@ -153,10 +278,12 @@ def build_index(embeddings_path: str, tasks_path: str, default_task: str, cfg: I
         "index_version": version,
         "built_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "model_version": models[0],
-        "embeddings": {"path": embeddings_path, "version": emb_version},
-        "tasks": {"path": tasks_path, "version": tasks_version, "names": task_names,
-                  "default": default_task},
-        "splits": cfg.splits, "distance": "dot_product (unit vectors: cosine)",
+        **sources.pinned(),
+        "task_names": task_names, "default_task": default_task, "catalogue": catalogue,
+        "course_months": _course_months(sources),
+        "splits": cfg.splits,
+        "distance": "squared L2 in the search space (whitened embedding and clinical state)",
+        "state_features": list(STATE_FEATURES),
         "dim": int(len(ref["embedding"].iloc[0])), "rows": len(ref), "shards": shards,
         "config": dataclasses.asdict(cfg),
     }

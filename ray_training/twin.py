@@ -1,28 +1,41 @@
-"""Twin queries: the nearest historical patient-times and what happened to them next.
+"""Twin queries: the nearest historical patient-times, and what happened to them next.
 
-Neighbours never include the queried patient. With one point per patient (the default), each
-neighbour is a different historical patient, at the time most similar to the query. The
-forecast is the share of usable (uncensored) neighbours who had the event, with a Wilson 95%
-interval, suppressed when fewer than ``min_cell_size`` neighbours are usable.
+One query answers every question a clinician asks at a visit, each from the k neighbours whose
+follow-up can answer it (a filtered search per question, ``ray_training.search``):
+
+- *what will happen next*: every event task of conf/tasks.yaml (flare, remission, radiographic
+  progression), as the share of neighbours with the outcome, and the Kaplan-Meier time to the
+  next event (a flare) over the neighbours;
+- *which treatment will work*: per drug class, the EULAR response shares among neighbours who
+  started that class at their matched time. What drives treatment choice in a registry is the
+  disease activity at the decision (treat-to-target), so those neighbours must also have had a
+  DAS28 within ``response_das28_window`` (1.2, the EULAR threshold of a meaningful change) of
+  the query's latest DAS28 when they started;
+- *where the disease is going*: the neighbours' DAS28 and mTSS at 3, 6, 12 and 24 months after
+  their matched time, as median and interquartile range.
+
+Neighbours never include the queried patient and, by default, are one time point per patient.
+Every estimate rests on at least ``min_cell_size`` neighbours or is suppressed. Reports are
+plain dicts (dataclasses as dicts), so a disclosure layer can act on them.
 """
 
 from __future__ import annotations
 
-import json
-import math
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import ray
-import scann
 from deltalake import DeltaTable
 
-from ray_training.datasets import read_delta
-from ray_training.index import MANIFEST, ROWS, SCALING, indexes, outcome_column, standardise
+from ray_training import forecasts as fc
+from ray_training.index import COURSE_COLUMNS, STATE_FEATURES, outcome_column
+from ray_training.search import Filters, Question, TwinIndex
+
+DAY_US = 86_400_000_000
+ALL = "all"  # the question every neighbour can answer: time to event, and who the neighbours are
 
 
 @dataclass(frozen=True)
@@ -30,152 +43,162 @@ class QueryConfig:
     k: int = 50
     min_cell_size: int = 10  # forecasts from fewer usable neighbours are suppressed
     one_point_per_patient: bool = True
+    # Treatment response: neighbours whose DAS28 when they started the class lies within this of
+    # the query's latest DAS28 (0: no matching on disease activity).
+    response_das28_window: float = 1.2
+    exact: bool = False  # exact search of every shard instead of ScaNN's approximate pools
 
 
-@dataclass
-class Forecast:
-    task: str
-    neighbours: int
-    usable: int
-    events: int | None
-    share: float | None
-    ci_low: float | None
-    ci_high: float | None
-    suppressed: bool
-    note: str
+def course_question(measure: str, month: int) -> str:
+    """``course_question("das28", 6) == "das28@6m"``."""
+    return f"{measure}@{month}m"
 
 
-def wilson_interval(events: int, n: int, z: float = 1.959964) -> tuple[float, float]:
-    """Wilson score interval for a binomial share; wilson_interval(5, 10) ~ (0.237, 0.763)."""
-    if n == 0:
-        return 0.0, 1.0
-    p = events / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
+def questions(index: TwinIndex, cfg: QueryConfig, filters: Filters | None,
+              query_das28: np.ndarray, closed_before_us: int | None = None) -> dict[str, Question]:
+    """Every question a query answers, with the rows that may answer it.
+
+    ``closed_before_us`` (a temporal evaluation) admits, for a task, only rows whose outcome
+    window closed before it, as a registry deploying the twin at that date would have known.
+    """
+    base = index.allowed(filters)
+    asked = {ALL: Question(base)}
+    for task, meta in index.manifest["catalogue"].items():
+        ok = base & index.usable(task)
+        if closed_before_us is not None:
+            ok &= index.time_us + int(meta["window_days"]) * DAY_US <= closed_before_us
+        if meta["drug_class"] and cfg.response_das28_window > 0:
+            w = cfg.response_das28_window
+            asked[task] = Question(ok, index.numeric["das28"], query_das28 - w, query_das28 + w)
+        else:
+            asked[task] = Question(ok)
+    for measure in COURSE_COLUMNS:
+        for i, month in enumerate(index.manifest["course_months"]):
+            asked[course_question(measure, month)] = Question(base & ~np.isnan(
+                index.course[measure][:, i]))
+    return asked
 
 
-def forecast(neighbours: pd.DataFrame, task: str, min_cell_size: int) -> Forecast:
-    """The share of the neighbours usable for ``task`` (not censored) who had its outcome."""
-    usable = neighbours[~neighbours[outcome_column(task, "censored")]]
-    n, events = len(usable), int(usable[outcome_column(task, "label")].sum())
-    if n < min_cell_size:
-        return Forecast(task, len(neighbours), n, None, None, None, None, True,
-                        f"suppressed: {n} usable neighbours < minimum cell size {min_cell_size}")
-    low, high = wilson_interval(events, n)
-    return Forecast(task, len(neighbours), n, events, events / n, low, high, False,
-                    "share of usable neighbours with the event (Wilson 95% interval)")
+def answers(index: TwinIndex, found: dict[str, tuple[np.ndarray, np.ndarray]],
+            cfg: QueryConfig) -> dict:
+    """Every forecast for one query from its neighbours per question (index rows, similarity)."""
+    rows, months = index.rows, index.manifest["course_months"]
+    events, responses = [], []
+    for task, meta in index.manifest["catalogue"].items():
+        hits = found[task][0]
+        labels = rows[outcome_column(task, "label")].to_numpy(bool)[hits]
+        if meta["drug_class"]:
+            categories = rows[outcome_column(task, "category")].to_numpy(object)[hits]
+            matching = (f"neighbours with a DAS28 within {cfg.response_das28_window} of the "
+                        "query's at the start" if cfg.response_das28_window > 0 else "unmatched")
+            responses.append(fc.response(task, meta["drug_class"], labels, categories,
+                                         cfg.min_cell_size, matching))
+        else:
+            events.append(fc.share(task, labels, cfg.min_cell_size))
+    everyone = found[ALL][0]
+    course = [fc.course(measure, month, index.course[measure][found[course_question(
+        measure, month)][0], i], cfg.min_cell_size)
+        for measure in COURSE_COLUMNS for i, month in enumerate(months)]
+    return {
+        "events": events,
+        "time_to_event": fc.time_to_event(index.numeric["event_days"][everyone],
+                                          index.numeric["follow_up_days"][everyone], months,
+                                          cfg.min_cell_size),
+        "treatment_response": responses,
+        "course": course,
+    }
 
 
-class TwinIndex:
-    """A built index (all shards) loaded for search."""
+def forecast_rows(answered: dict) -> list[dict]:
+    """One query's forecasts as gold.twin_forecasts rows (question, kind, estimate, low, high,
+    usable, suppressed)."""
+    out = []
+    for f in answered["events"]:
+        out.append({"question": f.task, "kind": "event", "estimate": f.share, "low": f.ci_low,
+                    "high": f.ci_high, "usable": f.usable, "suppressed": f.suppressed})
+    for r in answered["treatment_response"]:
+        f = r.responded
+        out.append({"question": r.task, "kind": "response", "estimate": f.share,
+                    "low": f.ci_low, "high": f.ci_high, "usable": f.usable,
+                    "suppressed": f.suppressed})
+    t = answered["time_to_event"]
+    out.append({"question": "time_to_event", "kind": "time_to_event", "estimate": t.median_days,
+                "low": t.low_days, "high": t.high_days, "usable": t.neighbours,
+                "suppressed": t.suppressed})
+    for c in answered["course"]:
+        out.append({"question": course_question(c.measure, c.month), "kind": "course",
+                    "estimate": c.median, "low": c.q25, "high": c.q75, "usable": c.usable,
+                    "suppressed": c.suppressed})
+    return out
 
-    def __init__(self, index_dir: str | Path):
-        self.dir = Path(index_dir)
-        self.manifest = json.loads((self.dir / MANIFEST).read_text())
-        scaling = np.load(self.dir / SCALING)
-        self.mean, self.std = scaling["mean"], scaling["std"]
-        self.shards = []
-        for shard in self.manifest["shards"]:
-            path = self.dir / shard["path"]
-            searcher = scann.scann_ops_pybind.load_searcher(str(path / "scann"))
-            self.shards.append((searcher, pd.read_parquet(path / ROWS)))
 
-    @classmethod
-    def current(cls, run_dir: str) -> TwinIndex:
-        return cls(indexes(run_dir).current())
-
-    @property
-    def default_task(self) -> str:
-        return self.manifest["tasks"]["default"]
-
-    def _search_shard(self, shard: dict, searcher, rows: pd.DataFrame, queries: np.ndarray,
-                      exclude: np.ndarray, k: int, one_per_patient: bool) -> list[pd.DataFrame]:
-        # Fetch enough candidates for k distinct patients besides the excluded one; where that
-        # falls short, fetch more and (for a tree) search more leaves, up to the whole shard.
-        n, leaves = len(rows), shard["leaves"]
-        per_patient = n / max(shard["subjects"], 1) if one_per_patient else 1.0
-        fetch = min(n, int(2 * k * per_patient) + int(per_patient) + 1)
-        searched = shard["leaves_searched"]
-        found: list[pd.DataFrame | None] = [None] * len(queries)
-        pending = np.arange(len(queries))
-        subjects = rows["subject_id"].to_numpy()
-        while len(pending):
-            # AH scores a shortlist that reordering then trims: the shortlist must hold `fetch`.
-            options = ({"leaves_to_search": searched, "pre_reorder_num_neighbors": fetch}
-                       if leaves else {})
-            idx, sims = searcher.search_batched(queries[pending], final_num_neighbors=fetch,
-                                                **options)
-            exhausted = fetch >= n and searched >= leaves
-            still = []
-            for j, q in enumerate(pending):
-                keep = (idx[j] >= 0) & (subjects[np.maximum(idx[j], 0)] != exclude[q])
-                hits = rows.iloc[idx[j][keep]].assign(similarity=sims[j][keep])
-                if one_per_patient:
-                    hits = hits.drop_duplicates("subject_id")
-                if len(hits) >= k or exhausted:
-                    found[q] = hits.head(k)
-                else:
-                    still.append(q)
-            pending = np.asarray(still, dtype=int)
-            fetch, searched = min(n, fetch * 4), min(leaves, searched * 4)
-        return found
-
-    def search(self, queries: np.ndarray, exclude_subjects: np.ndarray, k: int,
-               one_per_patient: bool = True) -> list[pd.DataFrame]:
-        """Per query, its k nearest reference patient-times, never of ``exclude_subjects[i]``."""
-        queries = standardise(queries, self.mean, self.std)
-        per_shard = [self._search_shard(shard, searcher, rows, queries, exclude_subjects, k,
-                                        one_per_patient)
-                     for shard, (searcher, rows) in zip(self.manifest["shards"], self.shards,
-                                                        strict=True)]
-        merged = []
-        for i in range(len(queries)):
-            hits = pd.concat([found[i] for found in per_shard], ignore_index=True)
-            hits = hits.sort_values("similarity", ascending=False, kind="stable")
-            if one_per_patient:
-                hits = hits.drop_duplicates("subject_id")
-            merged.append(hits.head(k).reset_index(drop=True))
-        return merged
+FORECAST_SCHEMA = pa.schema([
+    ("subject_id", pa.int64()), ("prediction_time", pa.timestamp("us", tz="UTC")),
+    ("question", pa.string()), ("kind", pa.string()), ("estimate", pa.float64()),
+    ("low", pa.float64()), ("high", pa.float64()), ("usable", pa.int32()),
+    ("suppressed", pa.bool_()), ("neighbours", pa.list_(pa.int64())),
+])
 
 
 class TwinForecaster:
-    """A Ray Data callable class: forecasts for batches of embeddings from the current index."""
+    """A Ray Data callable class: every forecast for batches of query patient-times (columns
+    subject_id, prediction_time, embedding and the ``STATE_FEATURES`` of gold.patient_states)
+    from one index, loaded once per actor.
 
-    def __init__(self, run_dir: str, cfg: QueryConfig):
-        self.index, self.cfg = TwinIndex.current(run_dir), cfg
+    ``with_neighbours`` adds the neighbour patients of the ``all`` question (evaluation reads
+    them to score phenotype purity); ``closed_before_us`` restricts reference outcomes to
+    windows closed before that time (temporal evaluation).
+    """
+
+    def __init__(self, index_dir: str, cfg: QueryConfig, filters: Filters | None = None,
+                 closed_before_us: int | None = None, with_neighbours: bool = False):
+        self.index, self.cfg, self.filters = TwinIndex(index_dir), cfg, filters
+        self.closed_before_us, self.with_neighbours = closed_before_us, with_neighbours
 
     def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
-        queries = np.stack(batch["embedding"]).astype(np.float32)
-        results = self.index.search(queries, batch["subject_id"], self.cfg.k,
-                                    self.cfg.one_point_per_patient)
-        task = self.index.default_task
-        forecasts = [forecast(hits, task, self.cfg.min_cell_size) for hits in results]
-        return pa.table({
-            "subject_id": pa.array(batch["subject_id"], pa.int64()),
-            "prediction_time": pa.array(batch["prediction_time"], pa.timestamp("us", tz="UTC")),
-            "twin_score": pa.array([f.share for f in forecasts], pa.float64()),
-            "usable_neighbours": pa.array([f.usable for f in forecasts], pa.int64()),
-        })
+        states = pd.DataFrame({c: list(batch[c]) for c in STATE_FEATURES})
+        queries = self.index.to_space(np.stack(batch["embedding"]).astype(np.float32), states)
+        das28 = states["das28"].to_numpy(float)
+        asked = questions(self.index, self.cfg, self.filters, das28, self.closed_before_us)
+        found = self.index.search(queries, batch["subject_id"], self.cfg.k, asked,
+                                  self.cfg.one_point_per_patient, self.cfg.exact)
+        columns = {name: [] for name in FORECAST_SCHEMA.names}
+        times = pa.array(batch["prediction_time"]).cast(pa.timestamp("us", tz="UTC"))
+        for q in range(len(queries)):
+            per_question = {name: found[name][q] for name in asked}
+            neighbours = (self.index.subject[per_question[ALL][0]].tolist()
+                          if self.with_neighbours else None)
+            for row in forecast_rows(answers(self.index, per_question, self.cfg)):
+                columns["subject_id"].append(int(batch["subject_id"][q]))
+                columns["prediction_time"].append(times[q])
+                for key, value in row.items():
+                    columns[key].append(value)
+                columns["neighbours"].append(neighbours if row["question"] == "time_to_event"
+                                             else None)
+        columns["prediction_time"] = pa.array(columns["prediction_time"],
+                                              pa.timestamp("us", tz="UTC"))
+        return pa.Table.from_pydict(columns, schema=FORECAST_SCHEMA)
 
 
-def forecast_split(run_dir: str, split: str, cfg: QueryConfig, concurrency: int,
-                   out_dir: str) -> dict:
-    """Twin forecasts for every patient-time of ``split`` in the current index's embeddings, as a
-    Ray Data job (one index per actor) writing Parquet under ``out_dir``; returns the manifest."""
-    manifest = TwinIndex.current(run_dir).manifest
-    embeddings = read_delta(manifest["embeddings"]["path"],
-                            ["subject_id", "prediction_time", "embedding", "split"],
-                            manifest["embeddings"]["version"], split=split)
-    embeddings.map_batches(TwinForecaster, fn_constructor_args=(run_dir, cfg), batch_size=256,
-                           batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=concurrency),
-                           num_cpus=1).write_parquet(out_dir)
-    return manifest
+def forecast_points(index_dir: str, points_dir: str, out_dir: str, cfg: QueryConfig,
+                    concurrency: int, batch_size: int = 256, filters: Filters | None = None,
+                    closed_before_us: int | None = None, with_neighbours: bool = False) -> None:
+    """Twin forecasts for every query patient-time in the Parquet folder ``points_dir`` (columns
+    subject_id, prediction_time, embedding and ``STATE_FEATURES``), as a Ray Data job (one index per actor)
+    writing Parquet (``FORECAST_SCHEMA``) under ``out_dir``."""
+    (ray.data.read_parquet(points_dir)
+     .map_batches(TwinForecaster, fn_constructor_args=(index_dir, cfg, filters, closed_before_us,
+                                                       with_neighbours),
+                  batch_size=batch_size, batch_format="numpy",
+                  compute=ray.data.ActorPoolStrategy(size=concurrency), num_cpus=1)
+     .write_parquet(out_dir))
 
 
-def embedding_at(manifest: dict, subject_id: int, time: pd.Timestamp) -> tuple[pd.Timestamp,
-                                                                               np.ndarray]:
-    """The subject's embedding at its latest prediction time at or before ``time``."""
+def query_point(manifest: dict, subject_id: int, time: pd.Timestamp) -> tuple[pd.Timestamp,
+                                                                              np.ndarray,
+                                                                              pd.DataFrame]:
+    """The subject's embedding at its latest prediction time at or before ``time``, and its
+    state then (one row of gold.patient_states' ``STATE_FEATURES``)."""
     table = DeltaTable(manifest["embeddings"]["path"], version=manifest["embeddings"]["version"])
     rows = table.to_pyarrow_dataset().to_table(
         columns=["prediction_time", "embedding"],
@@ -189,49 +212,99 @@ def embedding_at(manifest: dict, subject_id: int, time: pd.Timestamp) -> tuple[p
         raise LookupError(f"subject {subject_id} has no prediction time at or before {time}; "
                           f"the first is {rows['prediction_time'].min()}")
     last = before.iloc[-1]
-    return last["prediction_time"], np.asarray(last["embedding"], dtype=np.float32)
+    states = DeltaTable(manifest["states"]["path"], version=manifest["states"]["version"])
+    state = states.to_pyarrow_dataset().to_table(
+        columns=list(STATE_FEATURES), filter=(pc.field("subject_id") == subject_id)
+        & (pc.field("prediction_time") == last["prediction_time"].to_pydatetime())).to_pandas()
+    if state.empty:  # no state row: every feature unknown (the reference mean)
+        state = pd.DataFrame([{c: None for c in STATE_FEATURES}])
+    return last["prediction_time"], np.asarray(last["embedding"], dtype=np.float32), state.head(1)
 
 
-def twin_report(index: TwinIndex, subject_id: int, time: pd.Timestamp, cfg: QueryConfig) -> dict:
-    at, vector = embedding_at(index.manifest, subject_id, time)
-    hits = index.search(vector[None, :], np.array([subject_id]), cfg.k,
-                        cfg.one_point_per_patient)[0]
-    task = index.default_task
-    label, censored = outcome_column(task, "label"), outcome_column(task, "censored")
+def twin_report(index: TwinIndex, subject_id: int, time: pd.Timestamp, cfg: QueryConfig,
+                filters: Filters | None = None) -> dict:
+    """Everything the twin says about one patient at one time, as a plain dict."""
+    at, vector, state = query_point(index.manifest, subject_id, time)
+    asked = questions(index, cfg, filters, state["das28"].to_numpy(float))
+    found = index.search(index.to_space(vector[None, :], state), np.array([subject_id]), cfg.k,
+                         asked, cfg.one_point_per_patient, cfg.exact)
+    per_question = {name: found[name][0] for name in asked}
+    answered = answers(index, per_question, cfg)
+    hits, sims = per_question[ALL]
+    rows = index.rows.iloc[hits]
+    tasks = [t for t, meta in index.manifest["catalogue"].items() if not meta["drug_class"]]
     return {
         "subject_id": int(subject_id),
         "requested_time": time.isoformat(),
         "prediction_time": at.isoformat(),
         "model_version": index.manifest["model_version"],
         "index_version": index.manifest["index_version"],
+        "k": cfg.k,
+        "filters": (filters or Filters()).describe(),
         "neighbours": [
             {"subject_id": int(r.subject_id), "prediction_time": r.prediction_time.isoformat(),
-             "similarity": round(float(r.similarity), 4),
-             "outcome": None if r[censored] else bool(r[label])}
-            for _, r in hits.iterrows()
+             "similarity": round(float(s), 4),
+             "outcomes": {t: None if r[outcome_column(t, "censored")]
+                          else bool(r[outcome_column(t, "label")]) for t in tasks}}
+            for (_, r), s in zip(rows.iterrows(), sims, strict=True)
         ],
-        "forecast": asdict(forecast(hits, task, cfg.min_cell_size)),
+        "events": [asdict(f) for f in answered["events"]],
+        "time_to_event": asdict(answered["time_to_event"]),
+        "treatment_response": [asdict(r) for r in answered["treatment_response"]],
+        "course": [asdict(c) for c in answered["course"]],
     }
 
 
+def _pct(x: float | None) -> str:
+    return "  -  " if x is None else f"{x:.0%}"
+
+
 def format_report(report: dict, shown: int = 10) -> str:
-    f = report["forecast"]
+    """The report as a clinician reads it: neighbours, events, time to event, treatment
+    response per class and the disease course."""
     lines = [
         f"Twin report: subject {report['subject_id']} at {report['prediction_time']} "
         f"(asked for {report['requested_time']})",
-        f"  model {report['model_version']}, index {report['index_version']}",
-        f"  {len(report['neighbours'])} nearest historical patient-times "
-        f"(the patient itself excluded); the {min(shown, len(report['neighbours']))} closest:",
-        f"  {'subject':>8}  {'prediction time':<25}  {'similarity':>10}  outcome",
+        f"  model {report['model_version']}, index {report['index_version']}; "
+        f"k = {report['k']} neighbours per question, the patient itself excluded"
+        + (f"; filters {report['filters']}" if report["filters"] else ""),
+        f"  the {min(shown, len(report['neighbours']))} closest of "
+        f"{len(report['neighbours'])} historical patient-times:",
+        f"  {'subject':>8}  {'prediction time':<25}  {'similarity':>10}",
     ]
     for n in report["neighbours"][:shown]:
-        outcome = "censored" if n["outcome"] is None else ("flare" if n["outcome"] else "no flare")
-        lines.append(f"  {n['subject_id']:>8}  {n['prediction_time']:<25}  "
-                     f"{n['similarity']:>10.4f}  {outcome}")
-    if f["suppressed"]:
-        lines.append(f"  Forecast {f['task']}: {f['note']}")
+        lines.append(f"  {n['subject_id']:>8}  {n['prediction_time']:<25}  {n['similarity']:>10.4f}")
+    lines.append("  What happens next (share of usable neighbours, 95% CI):")
+    for f in report["events"]:
+        lines.append(f"    {f['task']:<34} " + (f["note"] if f["suppressed"] else
+                     f"{f['share']:>5.0%} ({f['ci_low']:.0%} to {f['ci_high']:.0%}) "
+                     f"of {f['usable']}"))
+    t = report["time_to_event"]
+    if t["suppressed"]:
+        lines.append(f"  Time to event: {t['note']}")
     else:
-        lines.append(
-            f"  Forecast {f['task']}: {f['share']:.1%} of {f['usable']} usable neighbours "
-            f"(95% CI {f['ci_low']:.1%} to {f['ci_high']:.1%})")
+        median = "not reached" if t["median_days"] is None else f"{t['median_days']:.0f} days"
+        interval = "" if t["low_days"] is None else (
+            f" (95% CI {t['low_days']:.0f} to "
+            + ("not reached" if t["high_days"] is None else f"{t['high_days']:.0f}") + ")")
+        curve = ", ".join(f"{p['month']}m {_pct(p['survival'])}" for p in t["curve"])
+        lines.append(f"  Time to event (Kaplan-Meier over {t['neighbours']}): median {median}"
+                     f"{interval}; event-free {curve}")
+    lines.append("  Which treatment (EULAR response at 6 months among neighbours who started it):")
+    for r in report["treatment_response"]:
+        if r["suppressed"]:
+            lines.append(f"    {r['drug_class']:<18} {r['note']}")
+            continue
+        f, c = r["responded"], r["categories"]
+        lines.append(f"    {r['drug_class']:<18} good or moderate {f['share']:.0%} "
+                     f"({f['ci_low']:.0%} to {f['ci_high']:.0%}) of {f['usable']}: good "
+                     f"{_pct(c['good']['share'])}, moderate {_pct(c['moderate']['share'])}, "
+                     f"none {_pct(c['none']['share'])}")
+    lines.append("  Disease course (neighbours' median [interquartile range]):")
+    for measure in COURSE_COLUMNS:
+        points = [c for c in report["course"] if c["measure"] == measure]
+        cells = ", ".join(f"{c['month']}m suppressed" if c["suppressed"] else
+                          f"{c['month']}m {c['median']:.1f} [{c['q25']:.1f}-{c['q75']:.1f}]"
+                          for c in points)
+        lines.append(f"    {measure:<6} {cells}")
     return "\n".join(lines)

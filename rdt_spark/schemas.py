@@ -94,12 +94,81 @@ GOLD_EMBEDDINGS = _schema(
     ("split", StringType()),
 )
 
+# What was known of a patient at a prediction time: events strictly before it only
+# (rdt_spark/states.py defines each column). Twin filters, cohorts and the evaluation read it.
+GOLD_PATIENT_STATES = _schema(
+    ("subject_id", LongType()),
+    ("prediction_time", TimestampType()),
+    ("split", StringType()),
+    ("sex", StringType()),  # "F" / "M"
+    ("age", DoubleType()),  # years
+    ("disease_years", DoubleType()),  # since the first diagnosis code
+    ("seropositive", BooleanType()),  # RF or anti-CCP above its cut-off; null: never tested
+    ("current_classes", ArrayType(StringType())),  # drug classes recorded at the latest visit
+    ("current_days", ArrayType(DoubleType())),  # days since each current class was first recorded
+    ("past_classes", ArrayType(StringType())),  # recorded before, not at the latest visit
+    ("das28", DoubleType()),  # the latest DAS28 (ESR preferred at equal times)
+    ("mtss", DoubleType()),  # the latest modified total Sharp score
+    ("modalities", ArrayType(StringType())),  # data recorded so far: events, notes, imaging, omics
+)
+
+# What followed a prediction time: events at or after it only. Outcomes, never features.
+GOLD_TRAJECTORIES = _schema(
+    ("subject_id", LongType()),
+    ("prediction_time", TimestampType()),
+    ("split", StringType()),
+    ("follow_up_days", DoubleType()),  # to the patient's last recorded event
+    ("event_days", DoubleType()),  # to the first event of states.event_codes; null: none
+    ("das28_course", ArrayType(DoubleType())),  # nearest t + course_months[i]; null: none near
+    ("mtss_course", ArrayType(DoubleType())),
+    ("course_months", ArrayType(IntegerType())),
+)
+
+# A batch of twin forecasts (rdt forecast): one row per patient-time and question. A question is
+# a task (share of usable neighbours with the event), `<eular task>/<class>` (share with a good or
+# moderate response among neighbours who started the class), `time_to_event` (Kaplan-Meier
+# median days, low/high its 95% interval) or `das28@<m>m` / `mtss@<m>m` (the neighbours' median,
+# low/high the interquartile range). Suppressed rows (fewer usable neighbours than the minimum
+# cell size) carry no estimate.
+GOLD_TWIN_FORECASTS = _schema(
+    ("subject_id", LongType()),
+    ("prediction_time", TimestampType()),
+    ("split", StringType()),
+    ("question", StringType()),
+    ("kind", StringType()),  # event / response / time_to_event / course
+    ("estimate", DoubleType()),
+    ("low", DoubleType()),
+    ("high", DoubleType()),
+    ("usable", IntegerType()),  # neighbours the estimate rests on
+    ("suppressed", BooleanType()),
+    ("model_version", StringType()),
+    ("index_version", StringType()),
+    ("forecast_at", TimestampType()),
+)
+
+# Who qualifies for a trial, and why (rdt cohort): one row per selected patient at the
+# patient-time the criteria were judged at.
+GOLD_COHORTS = _schema(
+    ("cohort", StringType()),
+    ("subject_id", LongType()),
+    ("prediction_time", TimestampType()),
+    ("reasons", ArrayType(StringType())),  # each criterion met, in words
+    ("similarity", DoubleType()),  # nearness to the reference patients; null when not ranked
+    ("rank", IntegerType()),
+    ("criteria_hash", StringType()),
+    ("selected_at", TimestampType()),
+)
+
+# Metrics of one evaluation run, long: one row per (evaluation, task, method, metric).
 GOLD_EVALUATION = _schema(
+    ("evaluation", StringType()),  # "test split" or "temporal <cut-off>"
     ("task", StringType()),
     ("method", StringType()),
-    ("auroc", DoubleType()),
-    ("brier", DoubleType()),
-    ("n", LongType()),
+    ("metric", StringType()),  # auroc, auprc, brier, mae, purity, coverage, ...
+    ("value", DoubleType()),
+    ("n", LongType()),  # points the metric was computed on
+    ("search", StringType()),  # exact / scann
+    ("k", IntegerType()),
     ("model_version", StringType()),
     ("index_version", StringType()),
     ("evaluated_at", TimestampType()),

@@ -274,6 +274,31 @@ def flare_tasks(events: DataFrame, flare_code: str, horizon_days: int,
     return task_labels(events, suite, fractions)
 
 
+def outcome_window_days(spec: Any) -> int:
+    """How long after its prediction time a task's outcome may still be recorded: the horizon,
+    or the offset plus its tolerance. ``ValueAt(offset 365, tolerance 90)`` -> 455."""
+    return getattr(spec, "horizon_days", 0) or spec.offset_days + spec.tolerance_days
+
+
+def task_catalogue(suite: TaskSuite) -> dict[str, dict]:
+    """Every task name gold.tasks holds -> its kind, outcome window (days) and, for a treatment
+    response task (``eular_response``), the drug class: what the twin needs to ask each one.
+
+    ``{"flare_within_180d": {"kind": "event_within", "window_days": 180, "drug_class": None},
+    "eular_response_6m/methotrexate": {"kind": "eular_response", "window_days": 227,
+    "drug_class": "methotrexate"}, ...}``
+    """
+    out = {}
+    for name, spec in suite.tasks.items():
+        entry = {"kind": spec.kind, "window_days": outcome_window_days(spec), "drug_class": None}
+        if isinstance(spec, EularResponse):
+            for drug_class in spec.drug_classes or suite.drug_classes:
+                out[f"{name}/{drug_class}"] = {**entry, "drug_class": drug_class}
+        else:
+            out[name] = entry
+    return out
+
+
 def load_tasks(path: str | os.PathLike) -> TaskSuite:
     """Read and validate task definitions (conf/tasks.yaml); errors name the dotted key."""
     source = str(path)
