@@ -18,9 +18,11 @@ from typing import Any
 from ray_training.cluster import RayConfig
 from ray_training.embed import EmbedConfig
 from ray_training.events_encoder import EventsConfig
+from ray_training.gbm import GBMConfig
 from ray_training.index import IndexConfig
 from ray_training.train import TrainConfig
 from ray_training.twin import QueryConfig
+from rdt_spark.evaluation import EvaluateConfig
 from rdt_spark.session import SparkConfig
 from rdt_spark.settings import ConfigError, from_mapping, read_yaml
 from rdt_spark.simulator import GenerateConfig
@@ -54,6 +56,8 @@ class Config:
     embed: EmbedConfig = field(default_factory=EmbedConfig)
     index: IndexConfig = field(default_factory=IndexConfig)
     query: QueryConfig = field(default_factory=QueryConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    gbm: GBMConfig = field(default_factory=GBMConfig)
 
     def replace(self, **sections: Any) -> Config:
         """A copy with some sections or fields changed, e.g. ``replace(lake="/tmp/l")``."""

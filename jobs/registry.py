@@ -7,9 +7,11 @@ the embedded default, and a scheduler runs ``FLOW`` the same way on a cluster.
 from __future__ import annotations
 
 from jobs import (
+    cohort,
     embed,
     evaluate,
     export_meds,
+    forecast,
     generate,
     index,
     ingest,
@@ -23,5 +25,5 @@ from jobs.job import Job
 # source -> silver -> gold -> model -> embeddings -> index -> evaluation (../shared/DESIGN.md)
 FLOW: list[Job] = [generate.JOB, ingest.JOB, tokenize_events.JOB, states.JOB, train.JOB,
                    embed.JOB, index.JOB, evaluate.JOB]
-TOOLS: list[Job] = [query.JOB, export_meds.JOB]
+TOOLS: list[Job] = [query.JOB, forecast.JOB, cohort.JOB, export_meds.JOB]
 JOBS: dict[str, Job] = {job.name: job for job in FLOW + TOOLS}

@@ -194,6 +194,42 @@ def forecast_points(index_dir: str, points_dir: str, out_dir: str, cfg: QueryCon
      .write_parquet(out_dir))
 
 
+class Nearness:
+    """A Ray Data callable: each query point's similarity to the nearest of a few reference
+    points (both with embedding and state), in the index's search space."""
+
+    def __init__(self, index_dir: str, references: pd.DataFrame):
+        self.index = TwinIndex(index_dir)
+        states = references[list(STATE_FEATURES)]
+        self.refs = self.index.to_space(np.stack(references["embedding"]).astype(np.float32),
+                                        states)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
+        states = pd.DataFrame({c: list(batch[c]) for c in STATE_FEATURES})
+        points = self.index.to_space(np.stack(batch["embedding"]).astype(np.float32), states)
+        distance = ((points[:, None, :] - self.refs[None, :, :]) ** 2).sum(-1).min(axis=1)
+        return pa.table({
+            "subject_id": pa.array(batch["subject_id"], pa.int64()),
+            "prediction_time": pa.array(batch["prediction_time"]).cast(
+                pa.timestamp("us", tz="UTC")),
+            "similarity": pa.array(1 - distance / 2, pa.float64()),
+        })
+
+
+def nearness(index_dir: str, references_dir: str, points_dir: str, out_dir: str) -> bool:
+    """Write each point's similarity to its nearest reference point (Parquet folders with
+    subject_id, prediction_time, embedding and ``STATE_FEATURES``); False when there is no
+    reference point. The reference points are a handful of patients, read whole."""
+    references = ray.data.read_parquet(references_dir).to_pandas()
+    if references.empty:
+        return False
+    (ray.data.read_parquet(points_dir)
+     .map_batches(Nearness, fn_constructor_args=(index_dir, references), batch_size=1024,
+                  batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=1), num_cpus=1)
+     .write_parquet(out_dir))
+    return True
+
+
 def query_point(manifest: dict, subject_id: int, time: pd.Timestamp) -> tuple[pd.Timestamp,
                                                                               np.ndarray,
                                                                               pd.DataFrame]:

@@ -159,6 +159,16 @@ GOLD_COHORTS = _schema(
     ("selected_at", TimestampType()),
 )
 
+# Tabularised history for the baselines (rdt_spark/tabular.py): per patient-time, one dense array
+# of counts, means, last values and days since last per vocabulary code, from events strictly
+# before the prediction time; <run_dir>/evaluation/tabular_features.json names the positions.
+GOLD_TABULAR_FEATURES = _schema(
+    ("subject_id", LongType()),
+    ("prediction_time", TimestampType()),
+    ("split", StringType()),
+    ("features", ArrayType(FloatType())),
+)
+
 # Metrics of one evaluation run, long: one row per (evaluation, task, method, metric).
 GOLD_EVALUATION = _schema(
     ("evaluation", StringType()),  # "test split" or "temporal <cut-off>"
