@@ -56,6 +56,7 @@ def ranked(cfg: Config, cohort: DataFrame, criteria: Criteria) -> DataFrame:
     references = points.join(latest, ["subject_id", "prediction_time"])
     candidates = points.join(cohort.select("subject_id", "prediction_time"),
                              ["subject_id", "prediction_time"])
+    cohort = cohort.where(~F.col("subject_id").isin(refs))  # look-alikes, not the references
     staged = {name: context.staging(cfg, f"cohort-{name}") for name in ("refs", "points", "out")}
     references.write.parquet(staged["refs"])
     candidates.write.parquet(staged["points"])
@@ -87,8 +88,9 @@ def run(cfg: Config, opts: Options) -> dict:
     rows = (cohort.withColumn("cohort", F.lit(criteria.name))
             .withColumn("criteria_hash", F.lit(criteria.fingerprint()))
             .withColumn("selected_at", F.lit(now)))
+    quoted = criteria.name.replace("'", "''")
     version = replace_where(conform(rows, GOLD_COHORTS), cfg.lake, "gold.cohorts",
-                            F.col("cohort") == criteria.name)
+                            f"cohort = '{quoted}'")
     result = summary(judged, criteria, cfg.query.min_cell_size)
     judged.unpersist()
     result["version"] = version

@@ -151,7 +151,7 @@ def twin_forecasts(r: Run, points: DataFrame, name: str, closed_before: dt.datet
 
 
 def gbm_scores(r: Run, problem: str, train: DataFrame, test: DataFrame,
-               variants: dict[str, bool]) -> dict[str, DataFrame]:
+               variants: dict[str, bool], per_task: bool) -> dict[str, DataFrame]:
     """Fit the gradient-boosted variants (name -> sees the latent variables) on ``train``
     (train and val splits) with Ray Train, score ``test``: name -> (subject_id, prediction_time,
     task, score), one row per row of ``test``."""
@@ -167,32 +167,34 @@ def gbm_scores(r: Run, problem: str, train: DataFrame, test: DataFrame,
     context.ray(r.cfg)
     fit = ray.data.read_parquet(f"{folder}/fit")
     models = fit_gbm(fit.filter(expr="split == 'train'"), fit.filter(expr="split == 'val'"),
-                     r.cfg.gbm, variants, storage=f"{folder}/ray")
+                     r.cfg.gbm, variants, per_task, storage=f"{folder}/ray")
     out = {}
     scored = ray.data.read_parquet(f"{folder}/scored")
     for name, oracle in variants.items():
-        score(scored, models[name], oracle).write_parquet(f"{folder}/{name}")
+        score(scored, models, name, oracle).write_parquet(f"{folder}/{name}")
         out[name] = r.spark.read.parquet(f"{folder}/{name}")
-    trees = ", ".join(f"{n} {m.current_iteration()} trees" for n, m in models.items())
+    trees = ", ".join(f"{name} {task or 'all'}: {m.current_iteration()} trees"
+                      for (task, name), m in models.items())
     log.info(f"{problem}: gradient-boosted models fitted ({trees})")
     return out
 
 
 def gbm_frames(r: Run, evaluation: str, problem: str, train: DataFrame, covered: DataFrame,
-               oracle: bool) -> list[DataFrame]:
-    """The gradient-boosted model (and its oracle) fitted for one problem, on the ``covered``
-    points (subject_id, prediction_time, task, label)."""
+               oracle: bool, per_task: bool) -> list[DataFrame]:
+    """The gradient-boosted model (and its oracle), per task or one for all, scored on the
+    ``covered`` points (subject_id, prediction_time, task, label)."""
     variants = {"gbm": False, **({"oracle": True} if oracle else {})}
     labels = covered.select(*KEYS, "task", "label")
     return [ev.scored_frame(scores.join(labels, [*KEYS, "task"]), evaluation,
                             ev.GBM if name == "gbm" else ev.ORACLE)
-            for name, scores in gbm_scores(r, problem, train, covered, variants).items()]
+            for name, scores in gbm_scores(r, problem, train, covered, variants,
+                                           per_task).items()]
 
 
 def event_scores(r: Run, evaluation: str, points: DataFrame, train: DataFrame,
                  forecasts: DataFrame, oracle: bool) -> list[DataFrame]:
     """Scored frames of every event task: twin, prior, logistic regression, GBM (and oracle),
-    each baseline fitted per task."""
+    each model fitted per task (the boosters of every task in one Ray Train run)."""
     twin = (forecasts.where((F.col("kind") == "event") & ~F.col("suppressed"))
             .select(*KEYS, F.col("question").alias("task"), F.col("estimate").alias("score"))
             .join(points.select(*KEYS, "task", "label"), [*KEYS, "task"]))
@@ -208,9 +210,8 @@ def event_scores(r: Run, evaluation: str, points: DataFrame, train: DataFrame,
                                 test_features.where(mine), r.count_positions,
                                 r.settings.logistic_reg)
         frames.append(ev.scored_frame(lr.join(covered, [*KEYS, "task"]), evaluation, ev.LOGISTIC))
-        frames += gbm_frames(r, evaluation, f"{evaluation} {task}", train.where(mine),
-                             covered.where(mine), oracle)
-    return frames
+    return frames + gbm_frames(r, evaluation, f"{evaluation}: event tasks", train, covered, oracle,
+                               per_task=True)
 
 
 def response_scores(r: Run, evaluation: str, forecasts: DataFrame) -> list[DataFrame]:
@@ -232,7 +233,8 @@ def response_scores(r: Run, evaluation: str, forecasts: DataFrame) -> list[DataF
     return [ev.scored_frame(twin, evaluation, ev.TWIN),
             ev.scored_frame(ev.prior_scores(observed.where(F.col("split") == "train"), covered),
                             evaluation, ev.PRIOR),
-            *gbm_frames(r, evaluation, f"{evaluation} {RESPONSE}", train, covered, oracle=True)]
+            *gbm_frames(r, evaluation, f"{evaluation}: {RESPONSE}", train, covered, oracle=True,
+                        per_task=False)]
 
 
 def evaluate_split(r: Run) -> DataFrame:

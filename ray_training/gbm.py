@@ -2,7 +2,8 @@
 
 ``fit_gbm`` builds a ``LightGBMTrainer`` over Ray Datasets of labelled points (``features``, an
 array per row, ``label``, and ``latent``, the simulator's true variables) and fits one booster
-per variant in the same run: the baseline on the features, the oracle on features and latent.
+per variant (and per task, or one for every task) in one run: the baseline on the features, the
+oracle on features and latent.
 Each worker trains on its shard of the training split, every worker evaluates on the whole
 validation split and a booster stops when its log loss there has not improved for
 ``early_stopping_rounds``. ``score`` applies a booster with Ray Data. Nothing is collected to the
@@ -10,12 +11,13 @@ driver but the models.
 
 Example::
 
-    models = fit_gbm(train_ds, val_ds, GBMConfig(), {"gbm": False, "oracle": True})
-    score(test_ds, models["oracle"], oracle=True).write_parquet(out)  # keys, task, score
+    models = fit_gbm(train_ds, val_ds, GBMConfig(), {"gbm": False, "oracle": True}, per_task=True)
+    score(test_ds, models, "oracle", oracle=True).write_parquet(out)  # keys, task, score
 """
 
 from __future__ import annotations
 
+import json
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -55,27 +57,39 @@ def _frame(shard) -> dict[str, np.ndarray]:
     return {c: rows[c].to_numpy() for c in rows.columns}
 
 
+def _rows(frame: dict[str, np.ndarray], mask: np.ndarray) -> dict[str, np.ndarray]:
+    return {c: v[mask] for c, v in frame.items()}
+
+
 def train_loop_per_worker(config: dict) -> None:
     """One worker: its shard of the training split, the whole validation split; one booster
-    per variant (``oracle`` false: the features alone; true: with the latent variables)."""
+    per task (or one over all rows) and variant (``oracle`` false: the features alone; true:
+    with the latent variables)."""
     train, valid = _frame(ray.train.get_dataset_shard("train")), _frame(
         ray.train.get_dataset_shard("valid"))
     params = {"objective": "binary", "metric": "binary_logloss", "verbose": -1,
               "num_threads": config["threads"], **config["params"],
               **ray.train.lightgbm.get_network_params()}
-    metrics = {}
+    tasks = sorted(set(train["task"])) if config["per_task"] else [None]
+    metrics, saved = {}, []
     with tempfile.TemporaryDirectory() as folder:
-        for name, oracle in config["variants"].items():
-            booster = lightgbm.train(
-                params, lightgbm.Dataset(matrix(train, oracle), label=train["label"]),
-                num_boost_round=config["rounds"],
-                valid_sets=[lightgbm.Dataset(matrix(valid, oracle), label=valid["label"])],
-                valid_names=["valid"],
-                callbacks=[lightgbm.early_stopping(config["patience"], verbose=False)])
-            metrics[f"{name}_valid_logloss"] = booster.best_score["valid"]["binary_logloss"]
-            metrics[f"{name}_best_iteration"] = booster.best_iteration
-            booster.save_model(str(Path(folder, f"{name}.txt")),
-                               num_iteration=booster.best_iteration)
+        for task in tasks:
+            fit = train if task is None else _rows(train, train["task"] == task)
+            check = valid if task is None else _rows(valid, valid["task"] == task)
+            for name, oracle in config["variants"].items():
+                booster = lightgbm.train(
+                    params, lightgbm.Dataset(matrix(fit, oracle), label=fit["label"]),
+                    num_boost_round=config["rounds"],
+                    valid_sets=[lightgbm.Dataset(matrix(check, oracle), label=check["label"])],
+                    valid_names=["valid"],
+                    callbacks=[lightgbm.early_stopping(config["patience"], verbose=False)])
+                key = f"{name} {task or 'all'}"
+                metrics[f"{key} valid_logloss"] = booster.best_score["valid"]["binary_logloss"]
+                metrics[f"{key} trees"] = booster.best_iteration
+                booster.save_model(str(Path(folder, f"{len(saved)}.txt")),
+                                   num_iteration=booster.best_iteration)
+                saved.append({"task": task, "variant": name, "file": f"{len(saved)}.txt"})
+        Path(folder, "models.json").write_text(json.dumps(saved))
         # Reported here rather than by RayTrainReportCallback, whose end-of-training
         # checkpoint never comes when early stopping ends the rounds first.
         if ray.train.get_context().get_world_rank() in (0, None):
@@ -84,16 +98,20 @@ def train_loop_per_worker(config: dict) -> None:
             ray.train.report(metrics)
 
 
+Models = dict[tuple[str | None, str], lightgbm.Booster]  # (task or None, variant) -> booster
+
+
 def fit_gbm(train: ray.data.Dataset, valid: ray.data.Dataset, cfg: GBMConfig,
-            variants: dict[str, bool], storage: str | None = None) -> dict[str, lightgbm.Booster]:
-    """Boosters fitted on ``train`` with early stopping on ``valid`` (rows with ``features``,
-    ``label`` and ``latent``), one per variant name (value: whether it sees ``latent``)."""
+            variants: dict[str, bool], per_task: bool, storage: str | None = None) -> Models:
+    """Boosters fitted on ``train`` with early stopping on ``valid`` (rows with ``task``,
+    ``features``, ``label`` and ``latent``): per variant name (value: whether it sees
+    ``latent``) and, with ``per_task``, per task; otherwise one over every row (task None)."""
     params = {k: v for k, v in asdict(cfg).items()
               if k not in ("num_workers", "cpus_per_worker", "num_boost_round",
                            "early_stopping_rounds")}
     trainer = LightGBMTrainer(
         train_loop_per_worker,
-        train_loop_config={"variants": variants, "params": params,
+        train_loop_config={"variants": variants, "params": params, "per_task": per_task,
                            "rounds": cfg.num_boost_round, "patience": cfg.early_stopping_rounds,
                            "threads": cfg.cpus_per_worker},
         scaling_config=ScalingConfig(num_workers=cfg.num_workers,
@@ -103,32 +121,41 @@ def fit_gbm(train: ray.data.Dataset, valid: ray.data.Dataset, cfg: GBMConfig,
         run_config=RunConfig(storage_path=storage or tempfile.mkdtemp(prefix="rdt-gbm-"),
                              name="gbm"),
     )
-    checkpoint = trainer.fit().checkpoint
-    with checkpoint.as_directory() as folder:
-        return {name: lightgbm.Booster(model_file=str(Path(folder, f"{name}.txt")))
-                for name in variants}
+    with trainer.fit().checkpoint.as_directory() as folder:
+        saved = json.loads(Path(folder, "models.json").read_text())
+        return {(m["task"], m["variant"]): lightgbm.Booster(model_file=str(Path(folder, m["file"])))
+                for m in saved}
 
 
 class GBMScorer:
-    """A Ray Data callable: the booster's probability for each row of a batch, keyed by
-    (subject_id, prediction_time, task)."""
+    """A Ray Data callable: each row's probability from the booster of its task (or the one
+    booster for every task), keyed by (subject_id, prediction_time, task)."""
 
-    def __init__(self, model: str, oracle: bool):
-        self.booster, self.oracle = lightgbm.Booster(model_str=model), oracle
+    def __init__(self, models: dict[str | None, str], oracle: bool):
+        self.boosters = {task: lightgbm.Booster(model_str=m) for task, m in models.items()}
+        self.oracle = oracle
 
     def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
+        scores = np.full(len(batch["task"]), np.nan)
+        x = matrix(batch, self.oracle)
+        for task, booster in self.boosters.items():
+            mine = np.ones(len(scores), bool) if task is None else batch["task"] == task
+            if mine.any():
+                scores[mine] = booster.predict(x[mine])
         return pa.table({
             "subject_id": pa.array(batch["subject_id"], pa.int64()),
             "prediction_time": pa.array(batch["prediction_time"]).cast(
                 pa.timestamp("us", tz="UTC")),
             "task": pa.array(batch["task"], pa.string()),
-            "score": pa.array(self.booster.predict(matrix(batch, self.oracle)), pa.float64()),
+            "score": pa.array(scores, pa.float64()),
         })
 
 
-def score(points: ray.data.Dataset, booster: lightgbm.Booster, oracle: bool,
+def score(points: ray.data.Dataset, models: Models, variant: str, oracle: bool,
           concurrency: int = 1) -> ray.data.Dataset:
-    """(subject_id, prediction_time, task, score) for every row of ``points``."""
-    return points.map_batches(GBMScorer, fn_constructor_args=(booster.model_to_string(), oracle),
-                              batch_size=1024, batch_format="numpy",
+    """(subject_id, prediction_time, task, score) for every row of ``points`` from the
+    ``variant``'s boosters (``oracle``: it reads the latent variables)."""
+    mine = {task: b.model_to_string() for (task, name), b in models.items() if name == variant}
+    return points.map_batches(GBMScorer, fn_constructor_args=(mine, oracle), batch_size=1024,
+                              batch_format="numpy",
                               compute=ray.data.ActorPoolStrategy(size=concurrency), num_cpus=1)

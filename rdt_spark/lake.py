@@ -7,7 +7,7 @@ commit, so a re-run never duplicates and a killed job leaves the previous versio
 from __future__ import annotations
 
 from delta.tables import DeltaTable
-from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 
@@ -47,12 +47,15 @@ def write_table(
     return table_version(df.sparkSession, lake, name)
 
 
-def replace_where(df: DataFrame, lake: str, name: str, condition: Column) -> int:
-    """Replace the rows of table ``name`` matching ``condition`` (all of ``df`` must match it)
-    with ``df`` in one Delta commit; other rows stay. Creates the table when missing."""
+def replace_where(df: DataFrame, lake: str, name: str, condition: str) -> int:
+    """Replace the rows of table ``name`` matching the SQL ``condition`` (every row of ``df``
+    must match it) with ``df`` in one Delta commit; other rows stay. Creates a missing table.
+
+    ``replace_where(cohort, lake, "gold.cohorts", "cohort = 'mtx'")`` replaces cohort mtx only.
+    """
     writer = df.write.format("delta").mode("overwrite")
     if table_exists(df.sparkSession, lake, name):
-        writer = writer.option("replaceWhere", condition._jc.toString())
+        writer = writer.option("replaceWhere", condition)
     writer.save(table_path(lake, name))
     return table_version(df.sparkSession, lake, name)
 

@@ -14,11 +14,13 @@ from jobs.cli import main
 from ray_training.embed import EMBED_COLUMNS, Embedder, events_before
 from ray_training.train import models
 from ray_training.twin import QueryConfig, TwinIndex, twin_report
+from rdt_spark import evaluation as ev
 from rdt_spark.lake import read_table, table_path
+from rdt_spark.tasks import FLARE_TASK
 
 TABLES = ["omop.person", "omop.measurement", "truth.patient_latent", "silver.events",
-          "silver.rejects", "gold.vocab", "gold.timelines", "gold.tasks", "gold.embeddings",
-          "gold.evaluation"]
+          "silver.rejects", "gold.vocab", "gold.timelines", "gold.tasks", "gold.patient_states",
+          "gold.trajectories", "gold.embeddings", "gold.tabular_features", "gold.evaluation"]
 
 
 def test_every_stage_commits_a_delta_table(flow):
@@ -116,7 +118,8 @@ def test_query_cli_prints_json(flow, spark, capsys):
                  "--time", row["prediction_times"][-1].isoformat(), "--json"])
     report = json.loads(capsys.readouterr().out)
     assert code == 0 and report["subject_id"] == row["subject_id"]
-    assert report["forecast"]["task"] == "flare_within_180d"
+    assert {f["task"] for f in report["events"]} == {
+        "flare_within_180d", "das28_remission_12m", "radiographic_progression_2y"}
 
 
 def test_query_names_an_unknown_patient(flow, capsys):
@@ -127,13 +130,120 @@ def test_query_names_an_unknown_patient(flow, capsys):
     assert "subject 999999 has no embeddings" in capsys.readouterr().err
 
 
-def test_twin_beats_the_population_prior(flow):
+def _metrics(results: dict, evaluation: str = "test split") -> dict:
+    """(task, method, metric) -> value of one evaluation."""
+    return {(r["task"], r["method"], r["metric"]): r["value"] for r in results["evaluate"]["rows"]
+            if r["evaluation"] == evaluation}
+
+
+def test_twin_beats_the_code_count_logistic_regression_on_the_flare_task(flow):
+    m = _metrics(flow[1])
+    twin, logistic = m[(FLARE_TASK, ev.TWIN, "auroc")], m[(FLARE_TASK, ev.LOGISTIC, "auroc")]
+    assert twin > logistic, (twin, logistic)
+    assert m[(FLARE_TASK, ev.PRIOR, "auroc")] == pytest.approx(0.5)
+
+
+def test_evaluation_scores_every_task_with_every_method_on_the_same_points(flow):
+    cfg, results = flow
+    m = _metrics(results)
+    events = ["flare_within_180d", "das28_remission_12m", "radiographic_progression_2y"]
+    for task in events:
+        points = {m[(task, method, "points")] for method in
+                  (ev.TWIN, ev.PRIOR, ev.LOGISTIC, ev.GBM, ev.ORACLE)}
+        assert len(points) == 1 and points.pop() > 100, task
+        for method in (ev.TWIN, ev.LOGISTIC, ev.GBM, ev.ORACLE):
+            for metric in ("auroc", "auprc", "brier"):
+                assert 0 <= m[(task, method, metric)] <= 1, (task, method, metric)
+    responses = {t for (t, method, metric) in m if t.startswith("eular_response_6m/")
+                 and method == ev.GBM and metric == "auroc"}
+    assert responses, "no drug class had a twin response to score"
+    for task in responses:
+        assert m[(task, ev.TWIN, "points")] == m[(task, ev.ORACLE, "points")]
+    for month in cfg.evaluate.course_months:
+        assert m[(f"das28 at {month} months", ev.TWIN, "mae")] > 0
+        assert m[(f"das28 at {month} months", ev.LOCF, "mae")] > 0
+    purity = m[("phenotype purity", ev.TWIN, "purity")]
+    chance = m[("phenotype purity", "chance (random reference patients)", "purity")]
+    assert 0 < chance < purity <= 1
+    temporal = _metrics(results, f"temporal {cfg.evaluate.temporal_cutoff}")
+    assert {method for (task, method, metric) in temporal if metric == "auroc"} == {
+        ev.TWIN, ev.PRIOR, ev.LOGISTIC, ev.GBM}
+
+
+def test_evaluation_draws_a_calibration_plot_per_task(flow):
     _, results = flow
-    by_method = {r["method"]: r for r in results["evaluate"]["rows"]}
-    assert by_method["population prior"]["auroc"] == pytest.approx(0.5)
-    twin = by_method["digital twin (k nearest neighbours)"]
-    assert twin["n"] > 200 and twin["auroc"] > 0.5
-    assert results["evaluate"]["coverage"] > 0.9
+    plots = Path(results["evaluate"]["plots"]) / "test-split"
+    assert (plots / "calibration-flare_within_180d.png").stat().st_size > 1000
+    assert list(plots.glob("calibration-eular_response_6m-*.png"))
+
+
+def test_a_twin_report_answers_every_question_or_suppresses_it(flow, spark):
+    cfg, _ = flow
+    index = TwinIndex.current(cfg.run_dir)
+    row = _timeline(spark, cfg, "test")
+    at = pd.Timestamp(row["prediction_times"][-1], tz="UTC")
+    report = twin_report(index, row["subject_id"], at, QueryConfig(k=30, min_cell_size=10))
+    assert len(report["events"]) == 3 and len(report["treatment_response"]) == 7
+    assert len(report["course"]) == 2 * len(index.manifest["course_months"])
+    for f in report["events"]:
+        assert f["usable"] == 30 and not f["suppressed"]  # a filtered search fills every question
+    for r in report["treatment_response"]:
+        assert r["suppressed"] == (r["usable"] < 10)
+        assert (r["responded"]["share"] is None) == r["suppressed"]
+    assert report["time_to_event"]["neighbours"] == 30
+
+
+def test_query_filters_choose_neighbours_before_ranking(flow, spark, capsys):
+    cfg, _ = flow
+    row = _timeline(spark, cfg, "test")
+    code = main(["query", "--config", "conf/local.yaml", "--lake", cfg.lake,
+                 "--subject", str(row["subject_id"]), "--k", "15", "--sex", "F",
+                 "--age", "30-90", "--on", "methotrexate",
+                 "--time", row["prediction_times"][-1].isoformat(), "--json"])
+    report = json.loads(capsys.readouterr().out)
+    assert code == 0 and len(report["neighbours"]) == 15
+    index = TwinIndex.current(cfg.run_dir)
+    rows = index.rows.set_index(["subject_id", "prediction_time"])
+    for n in report["neighbours"]:
+        r = rows.loc[(n["subject_id"], pd.Timestamp(n["prediction_time"]))]
+        assert r["sex"] == "F" and 30 <= r["age"] < 90 and "methotrexate" in r["current_classes"]
+
+
+def test_forecast_job_answers_every_question_for_every_test_point(flow, spark):
+    from jobs import forecast
+
+    cfg, _ = flow
+    result = forecast.run(cfg, forecast.Options(split="test"))
+    table = read_table(spark, cfg.lake, "gold.twin_forecasts")
+    points = (read_table(spark, cfg.lake, "gold.embeddings").where(F.col("split") == "test")
+              .count())
+    questions = table.select("question").distinct().count()
+    assert result["points"] == points and table.count() == points * questions
+    assert questions == 3 + 7 + 1 + 2 * 4
+    assert table.where(F.col("suppressed") & F.col("estimate").isNotNull()).count() == 0
+    assert table.where(~F.col("suppressed") & (F.col("kind") != "time_to_event")
+                       & (F.col("usable") < cfg.query.min_cell_size)).count() == 0
+
+
+def test_cohort_selects_by_the_criteria_and_suppresses_small_counts(flow, spark, tmp_path):
+    from jobs import cohort
+
+    cfg, _ = flow
+    criteria = tmp_path / "criteria.yaml"
+    criteria.write_text("name: active_on_mtx\ninclude:\n  age: [18, 90]\n  das28_above: 3.2\n"
+                        "  current_classes: [methotrexate]\nexclude:\n  ever_classes: [rituximab]\n")
+    summary = cohort.run(cfg, cohort.Options(criteria=str(criteria)))
+    chosen = read_table(spark, cfg.lake, "gold.cohorts").where(F.col("cohort") == "active_on_mtx")
+    states = read_table(spark, cfg.lake, "gold.patient_states")
+    judged = chosen.join(states, ["subject_id", "prediction_time"]).collect()  # small: a cohort
+    assert judged and (summary["selected"] is None or summary["selected"] == len(judged))
+    for r in judged:
+        assert r["das28"] > 3.2 and "methotrexate" in r["current_classes"]
+        assert "rituximab" not in r["current_classes"] + r["past_classes"]
+        assert any(reason.startswith("DAS28") for reason in r["reasons"])
+    counts = [summary["judged"], *summary["failing"].values(),
+              *(c["patients"] for c in summary["by_sex_and_age"])]
+    assert all(n is None or n >= cfg.query.min_cell_size for n in counts)
 
 
 def test_rerunning_ingest_replaces_never_duplicates(flow, spark):
