@@ -29,7 +29,7 @@ from jobs.config import Config
 from jobs.job import Job, option
 from rdt_spark import evaluation as ev
 from rdt_spark.calibration import plot_calibration
-from rdt_spark.columns import plus_days, union_all
+from rdt_spark.columns import end_of_day, plus_days, union_all
 from rdt_spark.lake import read_table, write_table
 from rdt_spark.schemas import GOLD_EVALUATION, GOLD_TABULAR_FEATURES, conform
 from rdt_spark.splits import split_of
@@ -251,7 +251,12 @@ def evaluate_split(r: Run) -> DataFrame:
         read_table(r.spark, r.cfg.lake, "gold.patient_states", r.manifest["states"]["version"]),
         list(STATE_FEATURES), r.settings.split, r.manifest["model_version"])
     if r.settings.max_points_per_patient:
-        queries = queries.join(evaluated.select(*KEYS).distinct(), KEYS, "left_semi")
+        # The sampled points, and every treatment decision (scored against the truth).
+        decisions = (read_table(r.spark, r.cfg.lake, "truth.treatment_response")
+                     .select(F.col("person_id").alias("subject_id"),
+                             end_of_day(F.col("decision_time")).alias("prediction_time")))
+        wanted = evaluated.select(*KEYS).unionByName(decisions).distinct()
+        queries = queries.join(wanted, KEYS, "left_semi")
     forecasts = twin_forecasts(r, queries, "split", None, with_neighbours=True).persist()
     log.info(f"{name}: twin forecasts for {forecasts.select(*KEYS).distinct().count():,} "
              "patient-times")
