@@ -39,12 +39,10 @@ class Options:
 def ranked(cfg: Config, cohort: DataFrame, criteria: Criteria) -> DataFrame:
     """The cohort with ``similarity`` (to the nearest reference patient at their latest
     prediction time) and ``rank``, nearest first, computed by Ray Data."""
-    from ray_training.index import STATE_FEATURES
-    from ray_training.search import TwinIndex
+    from ray_training.index import STATE_FEATURES, current_index
     from ray_training.twin import nearness
 
-    index = TwinIndex.current(cfg.run_dir)
-    manifest = index.manifest
+    index_dir, manifest = current_index(cfg.run_dir)
     spark = cohort.sparkSession
     points = query_points(
         read_table(spark, cfg.lake, "gold.embeddings", manifest["embeddings"]["version"]),
@@ -61,7 +59,7 @@ def ranked(cfg: Config, cohort: DataFrame, criteria: Criteria) -> DataFrame:
     references.write.parquet(staged["refs"])
     candidates.write.parquet(staged["points"])
     context.ray(cfg)
-    found = nearness(str(index.dir), staged["refs"], staged["points"], staged["out"])
+    found = nearness(str(index_dir), staged["refs"], staged["points"], staged["out"])
     if not found:
         raise JobFailed(f"none of the reference patients {refs} has an embedding")
     scores = spark.read.parquet(staged["out"])

@@ -17,6 +17,7 @@ import dataclasses
 import datetime as dt
 import json
 import logging
+import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,6 +89,7 @@ def run(cfg: Config, opts: Options) -> dict:
     result = [row.asDict() for row in read_table(r.spark, cfg.lake, "gold.evaluation", version)
               .drop("evaluated_at").collect()]  # small: a few rows per task and method
     metrics.unpersist()
+    shutil.rmtree(Path(cfg.run_dir) / "staging" / "evaluate", ignore_errors=True)
     print(format_table(result))
     return {"rows": result, "version": version, "plots": str(plots_dir(cfg)),
             "search": "exact" if settings.exact else "scann"}
@@ -100,10 +102,9 @@ def plots_dir(cfg: Config) -> Path:
 def prepare(cfg: Config, settings: ev.EvaluateConfig) -> Run:
     """Pinned inputs, the tabular features (written to gold.tabular_features) and the oracle's
     latent variables."""
-    from ray_training.search import TwinIndex
+    from ray_training.index import current_index
 
-    index = TwinIndex.current(cfg.run_dir)
-    manifest = index.manifest
+    index_dir, manifest = current_index(cfg.run_dir)
     spark = context.spark(cfg)
     suite = load_tasks(cfg.tokenize.tasks_file)
     catalogue = manifest["catalogue"]
@@ -123,7 +124,7 @@ def prepare(cfg: Config, settings: ev.EvaluateConfig) -> Run:
     phenotypes = latent_table.agg(F.max("phenotype_id")).first()[0] + 1  # small: one row
     classes = sorted(suite.drug_classes)
     return Run(
-        cfg=cfg, settings=settings, spark=spark, manifest=manifest, index_dir=str(index.dir),
+        cfg=cfg, settings=settings, spark=spark, manifest=manifest, index_dir=str(index_dir),
         features=read_table(spark, cfg.lake, "gold.tabular_features", version),
         latent=ev.latent_features(latent_table, classes, phenotypes),
         count_positions=[i for i, n in enumerate(names) if n.startswith("count:")

@@ -35,14 +35,12 @@ class Options:
 
 
 def run(cfg: Config, opts: Options) -> dict:
-    from ray_training.index import STATE_FEATURES
-    from ray_training.search import TwinIndex
+    from ray_training.index import STATE_FEATURES, current_index
     from ray_training.twin import forecast_points
 
     if opts.split not in SPLITS:
         raise JobFailed(f"--split must be one of {', '.join(SPLITS)}, got {opts.split!r}")
-    index = TwinIndex.current(cfg.run_dir)
-    manifest = index.manifest
+    index_dir, manifest = current_index(cfg.run_dir)
     spark = context.spark(cfg)
     points = query_points(
         read_table(spark, cfg.lake, "gold.embeddings", manifest["embeddings"]["version"]),
@@ -54,7 +52,7 @@ def run(cfg: Config, opts: Options) -> dict:
     points.write.parquet(staged_points)
     context.ray(cfg)
     query = dataclasses.replace(cfg.query, exact=opts.exact or cfg.query.exact)
-    forecast_points(str(index.dir), staged_points, staged_forecasts, query, cfg.embed.concurrency)
+    forecast_points(str(index_dir), staged_points, staged_forecasts, query, cfg.embed.concurrency)
     now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
     table = forecast_table(spark.read.parquet(staged_forecasts), spark.read.parquet(staged_points),
                            manifest, now)

@@ -64,6 +64,12 @@ def indexes(run_dir: str | Path) -> VersionedDir:
     return VersionedDir(Path(run_dir) / "index", "rdt index")
 
 
+def current_index(run_dir: str | Path) -> tuple[Path, dict]:
+    """The folder and manifest of the index queries use, without loading its shards."""
+    folder = indexes(run_dir).current()
+    return folder, json.loads((folder / MANIFEST).read_text())
+
+
 def outcome_column(task: str, field: str) -> str:
     """``outcome_column("flare_within_180d", "label") == "flare_within_180d:label"``."""
     return f"{task}:{field}"
