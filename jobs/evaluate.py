@@ -151,51 +151,51 @@ def twin_forecasts(r: Run, points: DataFrame, name: str, closed_before: dt.datet
     return r.spark.read.parquet(staged)
 
 
-def gbm_scores(r: Run, problem: str, train: DataFrame, test: DataFrame,
-               variants: dict[str, bool], per_task: bool) -> dict[str, DataFrame]:
-    """Fit the gradient-boosted variants (name -> sees the latent variables) on ``train``
-    (train and val splits) with Ray Train, score ``test``: name -> (subject_id, prediction_time,
-    task, score), one row per row of ``test``."""
+@dataclass
+class Part:
+    """One kind of question scored: the frames scored so far (twin, prior, ...), and the rows
+    the gradient-boosted models train on and score (``model`` names the booster of a row)."""
+
+    frames: list[DataFrame]
+    fit: DataFrame  # (subject_id, prediction_time, split, task, label, model, treatment)
+    covered: DataFrame  # the points every method is scored on, same columns but split
+
+
+def gbm_frames(r: Run, evaluation: str, parts: list[Part], oracle: bool) -> list[DataFrame]:
+    """The gradient-boosted model (and its oracle) of every part, fitted in one Ray Train run on
+    the parts' training rows and scored on their covered points."""
     import ray
 
     from ray_training.gbm import fit_gbm, score
 
-    folder = r.staging(f"gbm-{problem.replace(' ', '_').replace('/', '-')}")
-    columns = [*KEYS, "split", "task", "label", "features", "latent"]
-    ev.training_set(train, r.features, r.latent).select(*columns).write.parquet(f"{folder}/fit")
-    ev.training_set(test.withColumn("split", F.lit("scored")), r.features, r.latent).select(
+    folder = r.staging(f"gbm-{evaluation.replace(' ', '_')}")
+    fit, covered = union_all([p.fit for p in parts]), union_all([p.covered for p in parts])
+    columns = [*KEYS, "split", "task", "model", "label", "features", "latent"]
+    ev.training_set(fit, r.features, r.latent).select(*columns).write.parquet(f"{folder}/fit")
+    ev.training_set(covered.withColumn("split", F.lit("scored")), r.features, r.latent).select(
         *columns).write.parquet(f"{folder}/scored")  # the points every method is scored on
     context.ray(r.cfg)
-    fit = ray.data.read_parquet(f"{folder}/fit")
-    models = fit_gbm(fit.filter(expr="split == 'train'"), fit.filter(expr="split == 'val'"),
-                     r.cfg.gbm, variants, per_task, storage=f"{folder}/ray")
-    out = {}
-    scored = ray.data.read_parquet(f"{folder}/scored")
-    for name, oracle in variants.items():
-        score(scored, models, name, oracle).write_parquet(f"{folder}/{name}")
-        out[name] = r.spark.read.parquet(f"{folder}/{name}")
-    trees = ", ".join(f"{name} {task or 'all'}: {m.current_iteration()} trees"
-                      for (task, name), m in models.items())
-    log.info(f"{problem}: gradient-boosted models fitted ({trees})")
-    return out
-
-
-def gbm_frames(r: Run, evaluation: str, problem: str, train: DataFrame, covered: DataFrame,
-               oracle: bool, per_task: bool) -> list[DataFrame]:
-    """The gradient-boosted model (and its oracle), per task or one for all, scored on the
-    ``covered`` points (subject_id, prediction_time, task, label)."""
+    rows = ray.data.read_parquet(f"{folder}/fit")
     variants = {"gbm": False, **({"oracle": True} if oracle else {})}
+    models = fit_gbm(rows.filter(expr="split == 'train'"), rows.filter(expr="split == 'val'"),
+                     r.cfg.gbm, variants, storage=f"{folder}/ray")
+    trees = ", ".join(f"{name} {model}: {m.current_iteration()}" for (model, name), m in
+                      models.items())
+    log.info(f"{evaluation}: gradient-boosted models fitted (trees: {trees})")
     labels = covered.select(*KEYS, "task", "label")
-    return [ev.scored_frame(scores.join(labels, [*KEYS, "task"]), evaluation,
-                            ev.GBM if name == "gbm" else ev.ORACLE)
-            for name, scores in gbm_scores(r, problem, train, covered, variants,
-                                           per_task).items()]
+    frames = []
+    for name, sees_latent in variants.items():
+        score(ray.data.read_parquet(f"{folder}/scored"), models, name, sees_latent).write_parquet(
+            f"{folder}/{name}")
+        scores = r.spark.read.parquet(f"{folder}/{name}").join(labels, [*KEYS, "task"])
+        frames.append(ev.scored_frame(scores, evaluation, ev.GBM if name == "gbm" else ev.ORACLE))
+    return frames
 
 
-def event_scores(r: Run, evaluation: str, points: DataFrame, train: DataFrame,
-                 forecasts: DataFrame, oracle: bool) -> list[DataFrame]:
-    """Scored frames of every event task: twin, prior, logistic regression, GBM (and oracle),
-    each model fitted per task (the boosters of every task in one Ray Train run)."""
+def event_part(r: Run, evaluation: str, points: DataFrame, train: DataFrame,
+               forecasts: DataFrame) -> Part:
+    """Every event task: the twin, the prior and the logistic regression scored (one per task),
+    and the rows of one booster per task."""
     twin = (forecasts.where((F.col("kind") == "event") & ~F.col("suppressed"))
             .select(*KEYS, F.col("question").alias("task"), F.col("estimate").alias("score"))
             .join(points.select(*KEYS, "task", "label"), [*KEYS, "task"]))
@@ -211,14 +211,19 @@ def event_scores(r: Run, evaluation: str, points: DataFrame, train: DataFrame,
                                 test_features.where(mine), r.count_positions,
                                 r.settings.logistic_reg)
         frames.append(ev.scored_frame(lr.join(covered, [*KEYS, "task"]), evaluation, ev.LOGISTIC))
-    return frames + gbm_frames(r, evaluation, f"{evaluation}: event tasks", train, covered, oracle,
-                               per_task=True)
+
+    def per_task(frame: DataFrame) -> DataFrame:
+        return frame.withColumn("model", F.col("task")).withColumn(
+            "treatment", F.array().cast("array<float>"))
+
+    return Part(frames, per_task(train.select(*KEYS, "split", "task", "label")),
+                per_task(covered))
 
 
-def response_scores(r: Run, evaluation: str, forecasts: DataFrame) -> list[DataFrame]:
-    """Scored frames of treatment response per class against the counterfactual truth: twin,
-    prior, one GBM over every class (a one-hot of the class among its inputs) and its oracle,
-    trained on the responses observed after real starts."""
+def response_part(r: Run, evaluation: str, forecasts: DataFrame) -> Part:
+    """Treatment response per class against the counterfactual truth: the twin and the prior
+    scored, and the rows of one booster over every class (a one-hot of the class among its
+    inputs), trained on the responses observed after real starts."""
     tasks = read_table(r.spark, r.cfg.lake, "gold.tasks", r.manifest["tasks"]["version"])
     classes = sorted(r.response_tasks)
     splits = read_table(r.spark, r.cfg.lake, "gold.timelines").select("subject_id", "split")
@@ -229,13 +234,16 @@ def response_scores(r: Run, evaluation: str, forecasts: DataFrame) -> list[DataF
             .join(truth, [*KEYS, "task"]))
     observed = ev.labelled_points(tasks, list(r.response_tasks.values())).where(
         F.col("split").isin("train", "val"))
-    train = ev.with_treatment(observed, classes, r.response_tasks)
-    covered = ev.with_treatment(twin.select(*KEYS, "task", "label"), classes, r.response_tasks)
-    return [ev.scored_frame(twin, evaluation, ev.TWIN),
-            ev.scored_frame(ev.prior_scores(observed.where(F.col("split") == "train"), covered),
-                            evaluation, ev.PRIOR),
-            *gbm_frames(r, evaluation, f"{evaluation}: {RESPONSE}", train, covered, oracle=True,
-                        per_task=False)]
+    covered = twin.select(*KEYS, "task", "label")
+    frames = [ev.scored_frame(twin, evaluation, ev.TWIN),
+              ev.scored_frame(ev.prior_scores(observed.where(F.col("split") == "train"),
+                                              covered), evaluation, ev.PRIOR)]
+
+    def one_model(frame: DataFrame) -> DataFrame:
+        return ev.with_treatment(frame, classes, r.response_tasks).withColumn(
+            "model", F.lit(RESPONSE))
+
+    return Part(frames, one_model(observed), one_model(covered))
 
 
 def evaluate_split(r: Run) -> DataFrame:
@@ -262,8 +270,8 @@ def evaluate_split(r: Run) -> DataFrame:
     log.info(f"{name}: twin forecasts for {forecasts.select(*KEYS).distinct().count():,} "
              "patient-times")
     train = points.where(F.col("split").isin("train", "val"))
-    frames = event_scores(r, name, evaluated, train, forecasts, oracle=True)
-    frames += response_scores(r, name, forecasts)
+    parts = [event_part(r, name, evaluated, train, forecasts), response_part(r, name, forecasts)]
+    frames = [f for p in parts for f in p.frames] + gbm_frames(r, name, parts, oracle=True)
     rows = [metrics_and_plots(r, union_all(frames), name)]
     states = read_table(r.spark, r.cfg.lake, "gold.patient_states", r.manifest["states"]["version"])
     trajectories = read_table(r.spark, r.cfg.lake, "gold.trajectories",
@@ -301,8 +309,9 @@ def evaluate_temporal(r: Run, cutoff: dt.datetime) -> DataFrame:
         list(STATE_FEATURES), r.settings.split, r.manifest["model_version"], since=cutoff
     ).join(evaluated.select(*KEYS).distinct(), KEYS, "left_semi")
     forecasts = twin_forecasts(r, queries, "temporal", cutoff, with_neighbours=False)
-    frames = event_scores(r, name, evaluated, train, forecasts, oracle=False)
-    return metrics_and_plots(r, union_all(frames), name)
+    part = event_part(r, name, evaluated, train, forecasts)
+    return metrics_and_plots(r, union_all(part.frames + gbm_frames(r, name, [part],
+                                                                   oracle=False)), name)
 
 
 def metrics_and_plots(r: Run, scored: DataFrame, evaluation: str) -> DataFrame:

@@ -1,9 +1,9 @@
 """The gradient-boosted baseline: LightGBM on tabularised history, trained with Ray Train.
 
-``fit_gbm`` builds a ``LightGBMTrainer`` over Ray Datasets of labelled points (``features``, an
-array per row, ``label``, and ``latent``, the simulator's true variables) and fits one booster
-per variant (and per task, or one for every task) in one run: the baseline on the features, the
-oracle on features and latent.
+``fit_gbm`` builds a ``LightGBMTrainer`` over Ray Datasets of labelled points (``model``: which
+booster a row trains, e.g. its task; ``features``, an array per row; ``label``; ``latent``, the
+simulator's true variables) and fits, in one run, one booster per model and variant: the
+baseline on the features, the oracle on features and latent.
 Each worker trains on its shard of the training split, every worker evaluates on the whole
 validation split and a booster stops when its log loss there has not improved for
 ``early_stopping_rounds``. ``score`` applies a booster with Ray Data. Nothing is collected to the
@@ -11,7 +11,7 @@ driver but the models.
 
 Example::
 
-    models = fit_gbm(train_ds, val_ds, GBMConfig(), {"gbm": False, "oracle": True}, per_task=True)
+    models = fit_gbm(train_ds, val_ds, GBMConfig(), {"gbm": False, "oracle": True})
     score(test_ds, models, "oracle", oracle=True).write_parquet(out)  # keys, task, score
 """
 
@@ -63,19 +63,17 @@ def _rows(frame: dict[str, np.ndarray], mask: np.ndarray) -> dict[str, np.ndarra
 
 def train_loop_per_worker(config: dict) -> None:
     """One worker: its shard of the training split, the whole validation split; one booster
-    per task (or one over all rows) and variant (``oracle`` false: the features alone; true:
-    with the latent variables)."""
+    per model and variant (``oracle`` false: the features alone; true: with the latent
+    variables)."""
     train, valid = _frame(ray.train.get_dataset_shard("train")), _frame(
         ray.train.get_dataset_shard("valid"))
     params = {"objective": "binary", "metric": "binary_logloss", "verbose": -1,
               "num_threads": config["threads"], **config["params"],
               **ray.train.lightgbm.get_network_params()}
-    tasks = sorted(set(train["task"])) if config["per_task"] else [None]
     metrics, saved = {}, []
     with tempfile.TemporaryDirectory() as folder:
-        for task in tasks:
-            fit = train if task is None else _rows(train, train["task"] == task)
-            check = valid if task is None else _rows(valid, valid["task"] == task)
+        for model in sorted(set(train["model"])):
+            fit, check = _rows(train, train["model"] == model), _rows(valid, valid["model"] == model)
             for name, oracle in config["variants"].items():
                 booster = lightgbm.train(
                     params, lightgbm.Dataset(matrix(fit, oracle), label=fit["label"]),
@@ -83,12 +81,12 @@ def train_loop_per_worker(config: dict) -> None:
                     valid_sets=[lightgbm.Dataset(matrix(check, oracle), label=check["label"])],
                     valid_names=["valid"],
                     callbacks=[lightgbm.early_stopping(config["patience"], verbose=False)])
-                key = f"{name} {task or 'all'}"
+                key = f"{name} {model}"
                 metrics[f"{key} valid_logloss"] = booster.best_score["valid"]["binary_logloss"]
                 metrics[f"{key} trees"] = booster.best_iteration
                 booster.save_model(str(Path(folder, f"{len(saved)}.txt")),
                                    num_iteration=booster.best_iteration)
-                saved.append({"task": task, "variant": name, "file": f"{len(saved)}.txt"})
+                saved.append({"model": model, "variant": name, "file": f"{len(saved)}.txt"})
         Path(folder, "models.json").write_text(json.dumps(saved))
         # Reported here rather than by RayTrainReportCallback, whose end-of-training
         # checkpoint never comes when early stopping ends the rounds first.
@@ -98,20 +96,20 @@ def train_loop_per_worker(config: dict) -> None:
             ray.train.report(metrics)
 
 
-Models = dict[tuple[str | None, str], lightgbm.Booster]  # (task or None, variant) -> booster
+Models = dict[tuple[str, str], lightgbm.Booster]  # (model, variant) -> booster
 
 
 def fit_gbm(train: ray.data.Dataset, valid: ray.data.Dataset, cfg: GBMConfig,
-            variants: dict[str, bool], per_task: bool, storage: str | None = None) -> Models:
-    """Boosters fitted on ``train`` with early stopping on ``valid`` (rows with ``task``,
-    ``features``, ``label`` and ``latent``): per variant name (value: whether it sees
-    ``latent``) and, with ``per_task``, per task; otherwise one over every row (task None)."""
+            variants: dict[str, bool], storage: str | None = None) -> Models:
+    """Boosters fitted on ``train`` with early stopping on ``valid`` (rows with ``model``,
+    ``features``, ``label`` and ``latent``), one per model and variant name (value: whether it
+    sees ``latent``)."""
     params = {k: v for k, v in asdict(cfg).items()
               if k not in ("num_workers", "cpus_per_worker", "num_boost_round",
                            "early_stopping_rounds")}
     trainer = LightGBMTrainer(
         train_loop_per_worker,
-        train_loop_config={"variants": variants, "params": params, "per_task": per_task,
+        train_loop_config={"variants": variants, "params": params,
                            "rounds": cfg.num_boost_round, "patience": cfg.early_stopping_rounds,
                            "threads": cfg.cpus_per_worker},
         scaling_config=ScalingConfig(num_workers=cfg.num_workers,
@@ -123,25 +121,24 @@ def fit_gbm(train: ray.data.Dataset, valid: ray.data.Dataset, cfg: GBMConfig,
     )
     with trainer.fit().checkpoint.as_directory() as folder:
         saved = json.loads(Path(folder, "models.json").read_text())
-        return {(m["task"], m["variant"]): lightgbm.Booster(model_file=str(Path(folder, m["file"])))
+        return {(m["model"], m["variant"]): lightgbm.Booster(model_file=str(Path(folder, m["file"])))
                 for m in saved}
 
 
 class GBMScorer:
-    """A Ray Data callable: each row's probability from the booster of its task (or the one
-    booster for every task), keyed by (subject_id, prediction_time, task)."""
+    """A Ray Data callable: each row's probability from the booster of its ``model``, keyed by
+    (subject_id, prediction_time, task)."""
 
-    def __init__(self, models: dict[str | None, str], oracle: bool):
-        self.boosters = {task: lightgbm.Booster(model_str=m) for task, m in models.items()}
+    def __init__(self, models: dict[str, str], oracle: bool):
+        self.boosters = {model: lightgbm.Booster(model_str=m) for model, m in models.items()}
         self.oracle = oracle
 
     def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
         scores = np.full(len(batch["task"]), np.nan)
-        x = matrix(batch, self.oracle)
-        for task, booster in self.boosters.items():
-            mine = np.ones(len(scores), bool) if task is None else batch["task"] == task
-            if mine.any():
-                scores[mine] = booster.predict(x[mine])
+        for model, booster in self.boosters.items():
+            mine = batch["model"] == model
+            if mine.any():  # a model's rows share one feature length
+                scores[mine] = booster.predict(matrix(_rows(batch, mine), self.oracle))
         return pa.table({
             "subject_id": pa.array(batch["subject_id"], pa.int64()),
             "prediction_time": pa.array(batch["prediction_time"]).cast(
@@ -155,7 +152,7 @@ def score(points: ray.data.Dataset, models: Models, variant: str, oracle: bool,
           concurrency: int = 1) -> ray.data.Dataset:
     """(subject_id, prediction_time, task, score) for every row of ``points`` from the
     ``variant``'s boosters (``oracle``: it reads the latent variables)."""
-    mine = {task: b.model_to_string() for (task, name), b in models.items() if name == variant}
+    mine = {model: b.model_to_string() for (model, name), b in models.items() if name == variant}
     return points.map_batches(GBMScorer, fn_constructor_args=(mine, oracle), batch_size=1024,
                               batch_format="numpy",
                               compute=ray.data.ActorPoolStrategy(size=concurrency), num_cpus=1)

@@ -112,12 +112,10 @@ def latent_features(latent: DataFrame, classes: list[str], phenotypes: int) -> D
 
 
 def training_set(points: DataFrame, features: DataFrame, latent: DataFrame) -> DataFrame:
-    """Points with their tabular features (and ``treatment``, when the points have one) and
-    true latent variables: (subject_id, prediction_time, split, task, label, features, latent)."""
-    joined = points.join(features.select(*KEYS, "features"), KEYS).join(latent, "subject_id")
-    if "treatment" in points.columns:
-        joined = joined.withColumn("features", F.concat("features", "treatment"))
-    return joined
+    """Points with their tabular features, ``treatment`` appended (empty for a task's own
+    model), and true latent variables: the points' columns plus ``features`` and ``latent``."""
+    return (points.join(features.select(*KEYS, "features"), KEYS).join(latent, "subject_id")
+            .withColumn("features", F.concat("features", "treatment")))
 
 
 def prior_scores(train: DataFrame, scored_points: DataFrame) -> DataFrame:
