@@ -118,3 +118,17 @@ def test_scann_tree_pools_find_most_of_the_exact_neighbours(built):
     recall = np.mean([len(set(exact.subject[a]) & set(tree.subject[b])) / 10
                       for (a, _), (b, _) in zip(truth, approx, strict=True)])
     assert recall >= 0.7  # a third of the leaves searched, one pool, no retry
+
+
+def test_a_temporal_question_admits_only_outcomes_closed_before_the_cutoff(built):
+    from ray_training.twin import QueryConfig, questions
+
+    index, _, _, _ = built
+    cutoff = pd.Timestamp("2020-09-01", tz="UTC")  # the first three of eight points closed
+    asked = questions(index, QueryConfig(), None, np.array([3.0]),
+                      closed_before_us=int(cutoff.value // 1000))
+    allowed = asked[TASK].allowed
+    closes = index.rows["prediction_time"] + pd.Timedelta(days=180)
+    assert allowed.any() and (closes[allowed] <= cutoff).all()
+    assert not allowed[(closes > cutoff).to_numpy()].any()
+    assert asked["all"].allowed.all()  # who the neighbours are is not restricted
