@@ -1,4 +1,8 @@
-"""rdt query: a patient's twin report: nearest historical patient-times and the forecast."""
+"""rdt query: a patient's twin report: nearest historical patient-times and the forecast.
+
+The report names the patient by a keyed pseudonym, lists individual neighbours only where
+``privacy.neighbour_rows`` grants it, and hides small cells (``ray_training.disclosure``).
+"""
 
 from __future__ import annotations
 
@@ -31,14 +35,18 @@ def parse_time(text: str) -> pd.Timestamp:
 
 
 def run(cfg: Config, opts: Options) -> dict:
+    from ray_training.disclosure import disclosed_report
     from ray_training.twin import TwinIndex, format_report, twin_report
 
+    key = cfg.privacy.key(cfg.run_dir)  # first: no search for a report that cannot be named
     index = TwinIndex.current(cfg.run_dir)
     query = dataclasses.replace(cfg.query, k=opts.k or cfg.query.k)
     try:
         report = twin_report(index, opts.subject, parse_time(opts.time), query)
     except LookupError as err:
         raise JobFailed(str(err)) from None
+    # The output boundary: pseudonyms, individual rows only where granted, small cells hidden.
+    report = disclosed_report(report, cfg.privacy, key, query.min_cell_size)
     print(json.dumps(report, indent=2) if opts.json else format_report(report))
     return report
 

@@ -28,7 +28,7 @@ from ray_training.index import MANIFEST, ROWS, SCALING, indexes, outcome_column,
 @dataclass(frozen=True)
 class QueryConfig:
     k: int = 50
-    min_cell_size: int = 10  # forecasts from fewer usable neighbours are suppressed
+    min_cell_size: int = 10  # no count of fewer patients (zero aside) is shown: disclosure.py
     one_point_per_patient: bool = True
 
 
@@ -182,11 +182,11 @@ def embedding_at(manifest: dict, subject_id: int, time: pd.Timestamp) -> tuple[p
         filter=(pc.field("subject_id") == subject_id)
         & (pc.field("model_version") == manifest["model_version"])).to_pandas()
     if rows.empty:
-        raise LookupError(f"subject {subject_id} has no embeddings in "
+        raise LookupError(f"the patient asked for has no embeddings in "
                           f"{manifest['embeddings']['path']}@v{manifest['embeddings']['version']}")
     before = rows[rows["prediction_time"] <= time].sort_values("prediction_time")
     if before.empty:
-        raise LookupError(f"subject {subject_id} has no prediction time at or before {time}; "
+        raise LookupError(f"the patient asked for has no prediction time at or before {time}; "
                           f"the first is {rows['prediction_time'].min()}")
     last = before.iloc[-1]
     return last["prediction_time"], np.asarray(last["embedding"], dtype=np.float32)
@@ -215,21 +215,31 @@ def twin_report(index: TwinIndex, subject_id: int, time: pd.Timestamp, cfg: Quer
 
 
 def format_report(report: dict, shown: int = 10) -> str:
+    """A disclosed report (``disclosure.disclosed_report``) as text."""
     f = report["forecast"]
     lines = [
-        f"Twin report: subject {report['subject_id']} at {report['prediction_time']} "
-        f"(asked for {report['requested_time']})",
+        f"Twin report: patient {report['patient']} (pseudonym, key {report['pseudonym_key_id']}) "
+        f"at {report['prediction_time']} (asked for {report['requested_time']})",
         f"  model {report['model_version']}, index {report['index_version']}",
-        f"  {len(report['neighbours'])} nearest historical patient-times "
-        f"(the patient itself excluded); the {min(shown, len(report['neighbours']))} closest:",
-        f"  {'subject':>8}  {'prediction time':<25}  {'similarity':>10}  outcome",
     ]
-    for n in report["neighbours"][:shown]:
-        outcome = "censored" if n["outcome"] is None else ("flare" if n["outcome"] else "no flare")
-        lines.append(f"  {n['subject_id']:>8}  {n['prediction_time']:<25}  "
-                     f"{n['similarity']:>10.4f}  {outcome}")
+    if report["neighbours"] is None:
+        lines.append(f"  {f['neighbours']} nearest historical patient-times (the patient itself "
+                     f"excluded); {report['neighbours_note']}")
+    else:
+        lines += [f"  {len(report['neighbours'])} nearest historical patient-times (the patient "
+                  f"itself excluded); the {min(shown, len(report['neighbours']))} closest:",
+                  f"  {'patient (pseudonym)':>20}  {'prediction time':<25}  {'similarity':>10}  "
+                  "outcome"]
+        for n in report["neighbours"][:shown]:
+            outcome = ("censored" if n["outcome"] is None
+                       else "flare" if n["outcome"] else "no flare")
+            lines.append(f"  {n['patient']:>20}  {n['prediction_time']:<25}  "
+                         f"{n['similarity']:>10.4f}  {outcome}")
     if f["suppressed"]:
         lines.append(f"  Forecast {f['task']}: {f['note']}")
+    elif f["share"] is None:
+        lines.append(f"  Forecast {f['task']}: {f['events']} of {f['usable']} usable neighbours "
+                     f"(a small cell; 95% CI {f['ci_low']:.1%} to {f['ci_high']:.1%})")
     else:
         lines.append(
             f"  Forecast {f['task']}: {f['share']:.1%} of {f['usable']} usable neighbours "
