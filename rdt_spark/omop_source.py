@@ -7,7 +7,12 @@ lower-case; columns come out lower-case, tables are named as in the lake (``pers
 files and other hidden files are skipped.
 
 CSV columns stay strings here: ingest parses each field itself, so a value that does not parse
-becomes a rejected row with its reason instead of a failed job.
+becomes a rejected row with its reason instead of a failed job. A CSV line whose fields do not
+match the header's (cut short in transfer, or with an extra separator) keeps its raw text in
+``MALFORMED`` (null on a sound line), and ingest refuses it as ``malformed_line``. That needs
+the CSV parser to read every field of a line, whichever columns a query uses
+(``spark.sql.csv.parser.columnPruning.enabled`` is off in ``rdt_spark.session``). A line cut
+inside its last field still has every field and cannot be told from a sound one.
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ from pyspark.sql.types import (
     DateType,
     NumericType,
     StringType,
+    StructField,
+    StructType,
     TimestampNTZType,
     TimestampType,
 )
@@ -35,6 +42,7 @@ OMOP_TABLES = ["person", "death", "observation_period", "visit_occurrence",
                "measurement", "observation", "note", "concept", "cdm_source"]
 EXT_TABLES = ["ext.imaging", "ext.omics", "ext.omics_genes"]
 CSV_SUFFIXES = (".csv", ".csv.gz", ".tsv", ".tsv.gz")
+MALFORMED = "_malformed_line"  # a CSV line's raw text where its fields do not match the header
 
 
 class SourceError(ValueError):
@@ -87,8 +95,12 @@ def _read_entry(spark: SparkSession, entry: Path, table: str) -> DataFrame:
         sep = "\t" if ".tsv" in name else ","
         # Strings only, quotes escaped by doubling as OHDSI's exporters write them; notes may
         # hold line breaks inside quotes.
-        return spark.read.csv(str(entry), header=True, inferSchema=False, sep=sep, quote='"',
-                              escape='"', multiLine=table == "note", mode="PERMISSIVE")
+        reader = spark.read.options(header=True, inferSchema=False, sep=sep, quote='"', escape='"',
+                                    multiLine=table == "note", mode="PERMISSIVE")
+        header = reader.csv(str(entry)).columns
+        fields = [StructField(c, StringType()) for c in header] + [StructField(MALFORMED, StringType())]
+        return (reader.schema(StructType(fields)).option("columnNameOfCorruptRecord", MALFORMED)
+                .csv(str(entry)))
     return spark.read.parquet(str(entry))
 
 

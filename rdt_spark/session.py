@@ -20,6 +20,9 @@ DELTA_CONF = {
     # Keep tables readable by delta-rs (Ray Data's read_delta): no deletion vectors.
     "spark.databricks.delta.properties.defaults.enableDeletionVectors": "false",
     "spark.sql.session.timeZone": "UTC",
+    # A CSV line with too few or too many fields is flagged (omop_source.MALFORMED) only when
+    # the parser reads every field, not just the columns a query needs.
+    "spark.sql.csv.parser.columnPruning.enabled": "false",
 }
 
 
