@@ -18,6 +18,7 @@ inside its last field still has every field and cannot be told from a sound one.
 from __future__ import annotations
 
 import datetime as dt
+import gzip
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,6 +48,14 @@ MALFORMED = "_malformed_line"  # a CSV line's raw text where its fields do not m
 
 class SourceError(ValueError):
     """Input that cannot be read as an extract; the message names the file, table and column."""
+
+
+class ColumnTypeError(SourceError):
+    """A column whose type cannot hold its field; ingest prefixes the table's file."""
+
+    def __init__(self, table: str, message: str):
+        super().__init__(message)
+        self.table = table
 
 
 @dataclass
@@ -88,10 +97,29 @@ def _table_name(entry: Path) -> str | None:
     return f"ext.{bare}" if f"ext.{bare}" in EXT_TABLES else None
 
 
+_UTF16_MARKS = (b"\xff\xfe", b"\xfe\xff")
+
+
+def _first_bytes(entry: Path) -> bytes:
+    files = sorted(p for p in entry.iterdir() if p.is_file()) if entry.is_dir() else [entry]
+    if not files:
+        return b""
+    opener = gzip.open if files[0].name.lower().endswith(".gz") else open
+    try:
+        with opener(files[0], "rb") as f:
+            return f.read(4)
+    except (OSError, EOFError):
+        return b""  # unreadable: Spark's own read names the failure
+
+
 def _read_entry(spark: SparkSession, entry: Path, table: str) -> DataFrame:
     name = entry.name.lower()
     if name.endswith(CSV_SUFFIXES) or (entry.is_dir() and any(
             p.name.lower().endswith(CSV_SUFFIXES) for p in entry.iterdir())):
+        if _first_bytes(entry).startswith(_UTF16_MARKS):
+            # Spark would read UTF-16 as UTF-8 and report its header as missing columns.
+            raise SourceError(f"{entry}: table {table} is UTF-16 text (its byte-order mark says "
+                              "so); export the table as UTF-8")
         sep = "\t" if ".tsv" in name else ","
         # Strings only, quotes escaped by doubling as OHDSI's exporters write them; notes may
         # hold line breaks inside quotes.
@@ -140,7 +168,7 @@ def parse_field(df: DataFrame, name: str | None, kind: str, table: str = "") -> 
     Typed columns (Parquet, Delta) are cast; strings (CSV) are parsed without ever failing the
     job: a non-empty string that does not parse gives a null value and ``unparseable`` true.
     An absent column reads as null. A column whose type cannot hold the field (a struct where
-    a date belongs) is a SourceError naming the table and column.
+    a date belongs) is a ColumnTypeError naming the table and column.
     """
     if name is None or name not in df.columns:
         target = "timestamp" if kind == "time" else _CASTS[kind]
@@ -158,8 +186,8 @@ def parse_field(df: DataFrame, name: str | None, kind: str, table: str = "") -> 
     usable = (DateType, TimestampType, TimestampNTZType) if kind == "time" else (
         NumericType, StringType) if kind in ("long", "float") else (AtomicType,)
     if not isinstance(dtype, usable):
-        raise SourceError(f"table {table}, column {name}: type {dtype.simpleString()} cannot "
-                          f"hold a {kind}")
+        raise ColumnTypeError(table, f"table {table}, column {name}: type "
+                                     f"{dtype.simpleString()} cannot hold a {kind}")
     value = col.cast("timestamp") if kind == "time" else col.try_cast(_CASTS[kind])
     return value, col.isNotNull() & value.isNull()
 
