@@ -50,7 +50,8 @@ def spark_session(
     for key, value in {**DELTA_CONF, **(conf or {})}.items():
         builder = builder.config(key, str(value))
     spark = configure_spark_with_delta_pip(builder).getOrCreate()
-    spark.sparkContext.setLogLevel("ERROR")
+    # Quiet unless the config asks for more (spark.log.level: INFO to see Spark's own story).
+    spark.sparkContext.setLogLevel(str((conf or {}).get("spark.log.level", "ERROR")))
     return spark
 
 
