@@ -12,10 +12,16 @@ POINT is one of
 
 Nothing in the product knows about this: the points are its own functions and file operations.
 A job that ends without reaching its point exits with code 3.
+
+``python tests/sigkill_at.py --serve`` imports the jobs once and then, per JSON line
+``{"point": ..., "argv": [...], "log": path}`` on stdin, forks a job process in a session of its
+own (its pid on stdout as ``{"pid": n}``, then ``{"pid": n, "returncode": rc}`` when it ends):
+each killed job then pays for its own JVM and Ray, not for importing them all again.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -70,7 +76,32 @@ def arm(point: str) -> None:
         raise SystemExit(f"unknown kill point {point!r}")
 
 
+def serve() -> None:
+    from jobs.cli import main  # imported once, before any fork
+
+    for line in sys.stdin:
+        request = json.loads(line)
+        pid = os.fork()
+        if pid == 0:  # the job: a session (and process group) of its own, its output to a log
+            os.setsid()
+            out = os.open(request["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+            os.dup2(out, 1)
+            os.dup2(out, 2)
+            arm(request["point"])
+            try:
+                main(request["argv"])
+            finally:
+                os._exit(3)  # the point was never reached
+        print(json.dumps({"pid": pid}), flush=True)
+        _, status = os.waitpid(pid, 0)
+        print(json.dumps({"pid": pid, "returncode": os.waitstatus_to_exitcode(status)}),
+              flush=True)
+
+
 if __name__ == "__main__":
+    if sys.argv[1:] == ["--serve"]:
+        serve()
+        sys.exit(0)
     point, separator, *argv = sys.argv[1:]
     assert separator == "--", "usage: sigkill_at.py POINT -- <rdt job and options>"
     from jobs.cli import main  # imported first: the point counts the job's calls only

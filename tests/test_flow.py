@@ -15,6 +15,7 @@ from ray_training.embed import EMBED_COLUMNS, Embedder, events_before
 from ray_training.train import models
 from ray_training.twin import QueryConfig, TwinIndex, twin_report
 from rdt_spark.lake import read_table, table_path
+from rdt_spark.pseudonyms import pseudonym
 
 TABLES = ["omop.person", "omop.measurement", "truth.patient_latent", "silver.events",
           "silver.rejects", "gold.vocab", "gold.timelines", "gold.tasks", "gold.embeddings",
@@ -108,23 +109,25 @@ def test_index_manifest_pins_what_it_read(flow):
     assert manifest["model_version"] == results["train"]["model_version"]
 
 
-def test_query_cli_prints_json(flow, spark, capsys):
+def test_query_cli_prints_json_naming_the_patient_by_pseudonym(flow, spark, capsys):
     cfg, _ = flow
     row = _timeline(spark, cfg, "test")
     code = main(["query", "--config", "conf/local.yaml", "--lake", cfg.lake,
                  "--subject", str(row["subject_id"]),
                  "--time", row["prediction_times"][-1].isoformat(), "--json"])
     report = json.loads(capsys.readouterr().out)
-    assert code == 0 and report["subject_id"] == row["subject_id"]
-    assert report["forecast"]["task"] == "flare_within_180d"
+    assert code == 0 and "subject_id" not in report
+    assert report["patient"] == pseudonym(row["subject_id"], cfg.privacy.key(cfg.run_dir))
+    assert report["forecast"]["task"] == "flare_within_180d" and report["neighbours"] is None
 
 
-def test_query_names_an_unknown_patient(flow, capsys):
+def test_query_refuses_an_unknown_patient_without_echoing_its_id(flow, capsys):
     cfg, _ = flow
     code = main(["query", "--config", "conf/local.yaml", "--lake", cfg.lake,
                  "--subject", "999999", "--time", "2024-01-01"])
+    err = capsys.readouterr().err
     assert code == 2
-    assert "subject 999999 has no embeddings" in capsys.readouterr().err
+    assert "the patient asked for has no embeddings" in err and "999999" not in err
 
 
 def test_twin_beats_the_population_prior(flow):

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import select
 import shutil
 import signal
 import subprocess
@@ -106,36 +107,77 @@ def lake(flow, spark, tmp_path_factory) -> Lake:
     return Lake(copy, write_config(copy, root / "kill.yaml"), root / "killed.log")
 
 
-def run_killed(lake: Lake, point: str, job: str, *options: str, watch: str | None = None,
-               timeout: int = 420) -> None:
-    """Run ``rdt <job>`` in its own process group and SIGKILL the group at ``point`` (or when a
-    file matching the glob ``watch`` appears under the lake); returns once every process of the
-    group is gone."""
-    env = {**os.environ, "PYSPARK_PYTHON": sys.executable}
+class Launcher:
+    """``sigkill_at.py --serve``: forks each job to be killed from one process that imported
+    the jobs once."""
+
+    def __init__(self):
+        env = {**os.environ, "PYSPARK_PYTHON": sys.executable}
+        self.proc = subprocess.Popen([sys.executable, str(KILLER), "--serve"], cwd=ROOT, env=env,
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+    def start(self, point: str, argv: list[str], log: Path) -> int:
+        self.proc.stdin.write(json.dumps({"point": point, "argv": argv, "log": str(log)}) + "\n")
+        self.proc.stdin.flush()
+        return json.loads(self.proc.stdout.readline())["pid"]
+
+    def ended(self, timeout: float) -> int | None:
+        """The job's exit code, or None if it is still running after ``timeout`` seconds."""
+        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
+        return json.loads(self.proc.stdout.readline())["returncode"] if ready else None
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait(timeout=60)
+
+
+@pytest.fixture(scope="module")
+def launcher():
+    started = Launcher()
+    yield started
+    started.close()
+
+
+def run_killed(lake: Lake, launcher: Launcher, point: str, job: str, *options: str,
+               watch: str | None = None, timeout: int = 600) -> None:
+    """Run ``rdt <job>`` in a process group of its own and SIGKILL the group at ``point`` (or
+    when a new file matching the glob ``watch`` appears under the lake: a write in progress);
+    returns once every process of the group is gone."""
     with open(lake.log, "a") as log:
         log.write(f"\n== {job} {' '.join(options)} killed at {point or watch}\n")
-        log.flush()
-        proc = subprocess.Popen([sys.executable, str(KILLER), point, "--", job, "--config",
-                                 str(lake.conf), *options], cwd=ROOT, env=env, stdout=log,
-                                stderr=log, start_new_session=True)
-        deadline = time.time() + timeout
-        while proc.poll() is None and time.time() < deadline:
-            if watch and list(Path(lake.cfg.lake).glob(watch)):
-                os.killpg(proc.pid, signal.SIGKILL)
-            time.sleep(0.05)
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            pytest.fail(f"rdt {job} neither finished nor reached {point or watch} in {timeout}s")
-        assert proc.returncode == -signal.SIGKILL, (
-            f"rdt {job} exited with {proc.returncode} before {point or watch} (log {lake.log})")
+    root = Path(lake.cfg.lake)
+    there = set(root.glob(watch)) if watch else set()
+    pid = launcher.start(point or "none:#0", [job, "--config", str(lake.conf), *options],
+                         lake.log)
+    deadline, code = time.time() + timeout, None
+    while code is None and time.time() < deadline:
+        if watch and set(root.glob(watch)) - there:
+            os.killpg(pid, signal.SIGKILL)
+        code = launcher.ended(0.05)
+    if code is None:
+        os.killpg(pid, signal.SIGKILL)
+        pytest.fail(f"rdt {job} neither finished nor reached {point or watch} in {timeout}s")
+    assert code == -signal.SIGKILL, (
+        f"rdt {job} exited with {code} before {point or watch} (log {lake.log})")
     for _ in range(200):  # the JVM and Ray's processes die with the group
-        try:
-            os.killpg(proc.pid, 0)
-        except ProcessLookupError:
+        if not live_members(pid):
             return
         time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)
-    pytest.fail(f"processes of the killed rdt {job} outlived it")
+    os.killpg(pid, signal.SIGKILL)
+    pytest.fail(f"processes of the killed rdt {job} outlived it: {live_members(pid)}")
+
+
+def live_members(group: int) -> list[int]:
+    """Processes of a process group that are not zombies waiting to be reaped."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # gone meanwhile
+        if int(fields[2]) == group and fields[0] != "Z":
+            found.append(int(stat.parent.name))
+    return found
 
 
 def rerun(lake: Lake, job: str, **options) -> dict:
@@ -144,65 +186,69 @@ def rerun(lake: Lake, job: str, **options) -> dict:
 
 
 TABLE_JOBS = {
-    # job: (output tables, kill points). Points: between two commits, or inside a write.
+    # job: output tables, and kill points: (point, None) at a call between two Delta commits,
+    # (None, glob) when the first new data file of a write appears (a Delta write in progress).
     "generate": (lambda lake: delta_tables(lake, ("omop", "ext", "truth")),
-                 ["call:rdt_spark.lake:write_table#3", "call:rdt_spark.lake:write_table#9+0.4"]),
-    "ingest": (lambda lake: SILVER,
-               ["call:rdt_spark.lake:write_table#2", "call:rdt_spark.lake:write_table#3+0.3"]),
-    "tokenize": (lambda lake: GOLD,
-                 ["call:rdt_spark.lake:write_table#2+0.3", "call:rdt_spark.lake:write_table#3"]),
+                 [("call:rdt_spark.lake:write_table#3", None),
+                  (None, "omop/measurement/*.parquet")]),
+    "ingest": (lambda lake: SILVER, [("call:rdt_spark.lake:write_table#2", None),
+                                     (None, "silver/ingest_state/*.parquet")]),
+    "tokenize": (lambda lake: GOLD, [(None, "gold/timelines/*.parquet"),
+                                     ("call:rdt_spark.lake:write_table#3", None)]),
 }
 
 
 @pytest.mark.parametrize("job", list(TABLE_JOBS))
 def test_a_killed_spark_job_leaves_its_tables_as_they_were_and_its_rerun_converges(
-        job, lake, flow, spark):
+        job, lake, launcher, flow, spark):
     tables, points = TABLE_JOBS[job]
     names = tables(lake.cfg.lake)
     uninterrupted = digests(spark, flow[0].lake, names)
     assert digests(spark, lake.cfg.lake, names) == uninterrupted
     options = ["--full"] if job == "ingest" else []
-    for point in points:
-        run_killed(lake, point, job, *options)
-        assert digests(spark, lake.cfg.lake, names) == uninterrupted, point
+    for point, watch in points:
+        run_killed(lake, launcher, point, job, *options, watch=watch)
+        assert digests(spark, lake.cfg.lake, names) == uninterrupted, point or watch
     rerun(lake, job, **({"full": True} if job == "ingest" else {}))
     assert digests(spark, lake.cfg.lake, names) == uninterrupted
 
 
-def test_a_killed_training_leaves_the_published_model_and_its_rerun_converges(lake, flow):
+def test_a_killed_training_leaves_the_published_model_and_its_rerun_converges(
+        lake, launcher, flow):
     before = model_contents(lake.cfg.run_dir)
     assert same_model(before, model_contents(flow[0].run_dir))
     # While Ray Train runs; once trained, before the staged version moves into place; moved,
     # before CURRENT switches to it.
-    for point, watch in [("none:#0", "_runs/ray_train/*/checkpoint_*"),
+    for point, watch in [(None, "_runs/ray_train/*/checkpoint_*"),
                          (r"audit:os.rename:models/events-\w+\.tmp#1", None),
                          (r"audit:os.rename:models/CURRENT\.tmp#1", None)]:
-        run_killed(lake, point, "train", watch=watch)
+        run_killed(lake, launcher, point, "train", watch=watch)
         assert same_model(model_contents(lake.cfg.run_dir), before), point
     rerun(lake, "train")
     assert same_model(model_contents(lake.cfg.run_dir), before)
 
 
 def test_a_killed_embed_leaves_the_embeddings_as_they_were_and_its_rerun_converges(
-        lake, flow, spark):
+        lake, launcher, flow, spark):
     uninterrupted = digests(spark, flow[0].lake, ["gold.embeddings"])
     # While Ray Data writes its staging files; inside the Delta write of gold.embeddings.
-    for point, watch in [("none:#0", "_runs/staging/embeddings/*.parquet"),
-                         ("call:rdt_spark.lake:write_table#1+0.5", None)]:
-        run_killed(lake, point, "embed", watch=watch)
+    for point, watch in [(None, "_runs/staging/embeddings/*.parquet"),
+                         (None, "gold/embeddings/*.parquet")]:
+        run_killed(lake, launcher, point, "embed", watch=watch)
         assert digests(spark, lake.cfg.lake, ["gold.embeddings"]) == uninterrupted, point
     rerun(lake, "embed")
     assert digests(spark, lake.cfg.lake, ["gold.embeddings"]) == uninterrupted
 
 
-def test_a_killed_index_build_leaves_the_current_index_and_its_rerun_converges(lake, flow):
+def test_a_killed_index_build_leaves_the_current_index_and_its_rerun_converges(
+        lake, launcher, flow):
     from ray_training.twin import TwinIndex
 
     uninterrupted = index_contents(flow[0].run_dir)
     assert index_contents(lake.cfg.run_dir) == uninterrupted
     for point in ["call:ray_training.index:build_searcher#1",
                   r"audit:os.rename:index/idx-\w+\.tmp#1", r"audit:os.rename:index/CURRENT\.tmp#1"]:
-        run_killed(lake, point, "index")
+        run_killed(lake, launcher, point, "index")
         assert index_contents(lake.cfg.run_dir) == uninterrupted, point
         assert TwinIndex.current(lake.cfg.run_dir).shards  # and it loads for search
     rerun(lake, "index")
@@ -210,7 +256,7 @@ def test_a_killed_index_build_leaves_the_current_index_and_its_rerun_converges(l
 
 
 def test_a_killed_incremental_ingest_leaves_each_table_before_or_after_and_converges(
-        lake, spark):
+        lake, launcher, spark):
     cfg = lake.cfg
     measurement = read_table(spark, cfg.lake, "omop.measurement")
     ids = [r.person_id for r in measurement.select("person_id").distinct()
@@ -222,9 +268,9 @@ def test_a_killed_incremental_ingest_leaves_each_table_before_or_after_and_conve
     write_table(changed.localCheckpoint(), cfg.lake, "omop.measurement")
     before = digests(spark, cfg.lake, SILVER)
     seen = []
-    for point in ["call:rdt_spark.lake:replace_subjects#2",
-                  "call:rdt_spark.lake:replace_subjects#3+0.3"]:
-        run_killed(lake, point, "ingest")
+    for point, watch in [("call:rdt_spark.lake:replace_subjects#2", None),
+                         (None, "silver/ingest_state/*.parquet")]:
+        run_killed(lake, launcher, point, "ingest", watch=watch)
         seen.append(digests(spark, cfg.lake, SILVER))
     assert rerun(lake, "ingest")["mode"] == "incremental"
     after = digests(spark, cfg.lake, SILVER)
