@@ -8,8 +8,9 @@ The rules, in the order they are tried, are RULES below; each is named in ``silv
 Example: a measurement row (id 7, person 1, LOINC 1988-5 at 2020-01-02, value 1.2, unit mg/dL)
 becomes the event (subject_id 1, 2020-01-02, "LOINC/1988-5", 12.0 [mg/L], null, source_table
 "measurement", source_row_id 7); the same row with value 900 mg/dL goes to rejects with reason
-"impossible_value", with unit "mmol/L" with reason "unknown_unit", and as a CSV line cut short
-after its sixth field with reason "malformed_line".
+"impossible_value", with unit "mmol/L" with reason "unknown_unit", as a CSV line cut short
+after its sixth field with reason "malformed_line", and from a Latin-1 file with an accented
+source value (not UTF-8) with reason "invalid_encoding".
 """
 
 from __future__ import annotations
@@ -29,11 +30,12 @@ DEATH_CODE = "MEDS_DEATH"
 OMICS_CODE = "RDT/OMICS_PANEL"
 
 RULES = [
-    "malformed_line", "unparseable_row_id", "unparseable_person_id", "unparseable_time", "unparseable_value",
-    "unparseable_visit_id", "missing_row_id", "missing_person_id", "missing_time",
-    "missing_birth", "missing_code", "unknown_person", "before_birth", "after_death",
-    "after_extract", "birth_after_extract", "unknown_unit", "impossible_value", "invalid_scores",
-    "invalid_expression", "duplicate_row_id", "duplicate_event",
+    "malformed_line", "invalid_encoding", "unparseable_row_id", "unparseable_person_id",
+    "unparseable_time", "unparseable_value", "unparseable_visit_id", "missing_row_id",
+    "missing_person_id", "missing_time", "missing_birth", "missing_code", "unknown_person",
+    "before_birth", "after_death", "after_extract", "birth_after_extract", "unknown_unit",
+    "impossible_value", "invalid_scores", "invalid_expression", "duplicate_row_id",
+    "duplicate_event",
 ]
 
 
@@ -169,6 +171,8 @@ def _candidates(df: DataFrame, table: str, *, row_id: str, time_cols: tuple[str,
     for _, bad in times:
         bad_time = bad_time | bad
     malformed = F.col(MALFORMED).isNotNull() if MALFORMED in df.columns else F.lit(False)
+    # Bytes that are not UTF-8 (a Latin-1 export) reach us as U+FFFD: the text is already lost.
+    not_utf8 = F.instr(row_json(df), "\ufffd") > 0
     return df.select(
         "*",
         F.lit(table).alias("source_table"),
@@ -178,10 +182,10 @@ def _candidates(df: DataFrame, table: str, *, row_id: str, time_cols: tuple[str,
         .alias("time"),
         num.cast("float").alias("numeric_value"),
         vid.alias("visit_id"),
-        _first_error([("malformed_line", malformed), ("unparseable_row_id", bad_rid),
-                      ("unparseable_person_id", bad_pid), ("unparseable_time", bad_time),
-                      ("unparseable_value", bad_num), ("unparseable_visit_id", bad_vid)])
-        .alias("parse_error"),
+        _first_error([("malformed_line", malformed), ("invalid_encoding", not_utf8),
+                      ("unparseable_row_id", bad_rid), ("unparseable_person_id", bad_pid),
+                      ("unparseable_time", bad_time), ("unparseable_value", bad_num),
+                      ("unparseable_visit_id", bad_vid)]).alias("parse_error"),
         row_json(df).alias("row"),
     )
 

@@ -318,6 +318,8 @@ def check(spark, extract: Extract) -> None:
                     continue
                 if table != "person" and row.get("person_id") in refused_persons:
                     why = min([w for w in (why, "unknown_person") if w], key=rank.get)
+                if kind == "strange_text" and "latin1" in extract.files:
+                    why = "invalid_encoding"  # its accent was not UTF-8
                 if cut is not None and key == ("measurement", cut):
                     kind, why = "truncated_file", "malformed_line"
                 if not isinstance(key[1], int):  # an id that does not parse: no row id to find
