@@ -23,6 +23,7 @@ from ray_training.index import IndexConfig
 from ray_training.train import TrainConfig
 from ray_training.twin import QueryConfig
 from rdt_spark.evaluation import EvaluateConfig
+from rdt_spark.pseudonyms import SUBJECT_ID_KINDS, PrivacyConfig
 from rdt_spark.session import SparkConfig
 from rdt_spark.settings import ConfigError, from_mapping, read_yaml
 from rdt_spark.simulator import GenerateConfig
@@ -58,6 +59,7 @@ class Config:
     query: QueryConfig = field(default_factory=QueryConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     gbm: GBMConfig = field(default_factory=GBMConfig)
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
 
     def replace(self, **sections: Any) -> Config:
         """A copy with some sections or fields changed, e.g. ``replace(lake="/tmp/l")``."""
@@ -94,6 +96,9 @@ def _validate(cfg: Config, source: str) -> Config:
     ]:
         if value < 1:
             raise ConfigError(f"{source}: '{key}' must be at least 1, got {value}")
+    if cfg.privacy.meds_subject_ids not in SUBJECT_ID_KINDS:
+        raise ConfigError(f"{source}: 'privacy.meds_subject_ids' must be one of "
+                          f"{', '.join(SUBJECT_ID_KINDS)}, got {cfg.privacy.meds_subject_ids!r}")
     tasks_file = Path(source).parent / cfg.tokenize.tasks_file
     if not tasks_file.is_file():
         raise ConfigError(f"{source}: 'tokenize.tasks_file' names no file: {tasks_file} "

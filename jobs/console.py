@@ -5,7 +5,10 @@ figures, never identifiers or note text) and the job's report on stdout. Everyth
 underneath print (Spark's JVM and Ivy, Ray's loggers and core workers, ScaNN's absl lines) goes to
 ``<run_dir>/logs/<time>-<job>.log``: while a job runs, file descriptor 2 points at that file, so
 native code and child processes (the Spark JVM started then) write there too, and our lines reach
-the terminal through a copy of the original stderr. ``--verbose`` leaves stderr alone.
+the terminal through a copy of the original stderr. ``--verbose`` leaves stderr alone and lets
+our loggers speak at DEBUG; Spark's own level is the config's ``spark.log.level`` (ERROR unless
+set). Nothing logged at any level carries identifiers, dates of birth or note text
+(``tests/test_logs.py`` scans a whole flow run at the most verbose).
 
 An unexpected error is written to the log with its traceback; the terminal gets one line that
 names the log.
@@ -90,7 +93,7 @@ class Console:
         self._attach(root, to_file)
         for name in OUR_LOGGERS:
             logger = logging.getLogger(name)
-            logger.setLevel(logging.INFO)
+            logger.setLevel(logging.DEBUG if self.verbose else logging.INFO)
             self._attach(logger, to_terminal)
         return self
 

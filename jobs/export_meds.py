@@ -1,4 +1,8 @@
-"""rdt export-meds: silver.events as a MEDS dataset (data shards and metadata) for MEDS tools."""
+"""rdt export-meds: silver.events as a MEDS dataset (data shards and metadata) for MEDS tools.
+
+Subject ids are keyed pseudonyms unless ``privacy.meds_subject_ids`` is ``source``; the
+export's ``metadata/dataset.json`` records which (``rdt_subject_ids``).
+"""
 
 from __future__ import annotations
 
@@ -45,8 +49,11 @@ def run(cfg: Config, opts: Options) -> dict:
                "dataset_version": f"silver.events v{version}",
                "etl_name": "rheumatic-digital-twin rdt export-meds",
                "etl_version": _etl_version()}
+    key = cfg.privacy.key(cfg.run_dir) if cfg.privacy.meds_subject_ids == "pseudonym" else None
+    log.info("subject ids: " + (f"keyed pseudonyms (key {key.key_id})" if key else
+                                "source ids (privacy.meds_subject_ids: source)"))
     summary = export_meds(events, out, cfg.tokenize.split_fractions,
-                          cfg.tokenize.meds_subjects_per_shard, dataset, descriptions)
+                          cfg.tokenize.meds_subjects_per_shard, dataset, descriptions, key)
     for split, s in sorted(summary["splits"].items()):
         log.info(f"data/{split}: {s['shards']} shard(s), {s['subjects']:,} "
                  f"subjects, {s['rows']:,} events")

@@ -2,7 +2,9 @@
 
 Every question is answered from the k nearest historical patient-times whose follow-up can answer
 it; ``--sex``, ``--age``, ``--disease-years``, ``--seropositive``, ``--on`` and ``--had`` restrict
-who may be a neighbour before ranking.
+who may be a neighbour before ranking. The report names the patient by a keyed pseudonym, lists
+individual neighbours only where ``privacy.neighbour_rows`` grants it, and hides small cells
+(``ray_training.disclosure``).
 """
 
 from __future__ import annotations
@@ -73,8 +75,10 @@ def filters_from(opts: Options):
 
 
 def run(cfg: Config, opts: Options) -> dict:
+    from ray_training.disclosure import disclosed_report
     from ray_training.twin import TwinIndex, format_report, twin_report
 
+    key = cfg.privacy.key(cfg.run_dir)  # first: no search for a report that cannot be named
     index = TwinIndex.current(cfg.run_dir)
     query = dataclasses.replace(cfg.query, k=opts.k or cfg.query.k,
                                 one_point_per_patient=cfg.query.one_point_per_patient
@@ -84,6 +88,8 @@ def run(cfg: Config, opts: Options) -> dict:
                              filters_from(opts))
     except LookupError as err:
         raise JobFailed(str(err)) from None
+    # The output boundary: pseudonyms, individual rows only where granted, small cells hidden.
+    report = disclosed_report(report, cfg.privacy, key, query.min_cell_size)
     print(json.dumps(report, indent=2) if opts.json else format_report(report))
     return report
 

@@ -41,7 +41,7 @@ ALL = "all"  # the question every neighbour can answer: time to event, and who t
 @dataclass(frozen=True)
 class QueryConfig:
     k: int = 50
-    min_cell_size: int = 10  # forecasts from fewer usable neighbours are suppressed
+    min_cell_size: int = 10  # no count of fewer patients (zero aside) is shown: disclosure.py
     one_point_per_patient: bool = True
     # Treatment response: neighbours whose DAS28 when they started the class lies within this of
     # the query's latest DAS28 (0: no matching on disease activity).
@@ -241,11 +241,11 @@ def query_point(manifest: dict, subject_id: int, time: pd.Timestamp) -> tuple[pd
         filter=(pc.field("subject_id") == subject_id)
         & (pc.field("model_version") == manifest["model_version"])).to_pandas()
     if rows.empty:
-        raise LookupError(f"subject {subject_id} has no embeddings in "
+        raise LookupError(f"the patient asked for has no embeddings in "
                           f"{manifest['embeddings']['path']}@v{manifest['embeddings']['version']}")
     before = rows[rows["prediction_time"] <= time].sort_values("prediction_time")
     if before.empty:
-        raise LookupError(f"subject {subject_id} has no prediction time at or before {time}; "
+        raise LookupError(f"the patient asked for has no prediction time at or before {time}; "
                           f"the first is {rows['prediction_time'].min()}")
     last = before.iloc[-1]
     states = DeltaTable(manifest["states"]["path"], version=manifest["states"]["version"])
@@ -295,26 +295,38 @@ def _pct(x: float | None) -> str:
     return "  -  " if x is None else f"{x:.0%}"
 
 
+def _share_text(f: dict) -> str:
+    if f["suppressed"]:
+        return f["note"]
+    if f["share"] is None:  # a small cell, published as a bound
+        return (f"{f['events']} of {f['usable']} (a small cell; 95% CI {f['ci_low']:.0%} to "
+                f"{f['ci_high']:.0%})")
+    return f"{f['share']:>5.0%} ({f['ci_low']:.0%} to {f['ci_high']:.0%}) of {f['usable']}"
+
+
 def format_report(report: dict, shown: int = 10) -> str:
-    """The report as a clinician reads it: neighbours, events, time to event, treatment
-    response per class and the disease course."""
+    """A disclosed report (``disclosure.disclosed_report``) as a clinician reads it: neighbours,
+    events, time to event, treatment response per class and the disease course."""
     lines = [
-        f"Twin report: subject {report['subject_id']} at {report['prediction_time']} "
-        f"(asked for {report['requested_time']})",
+        f"Twin report: patient {report['patient']} (pseudonym, key {report['pseudonym_key_id']}) "
+        f"at {report['prediction_time']} (asked for {report['requested_time']})",
         f"  model {report['model_version']}, index {report['index_version']}; "
         f"k = {report['k']} neighbours per question, the patient itself excluded"
         + (f"; filters {report['filters']}" if report["filters"] else ""),
-        f"  the {min(shown, len(report['neighbours']))} closest of "
-        f"{len(report['neighbours'])} historical patient-times:",
-        f"  {'subject':>8}  {'prediction time':<25}  {'similarity':>10}",
     ]
-    for n in report["neighbours"][:shown]:
-        lines.append(f"  {n['subject_id']:>8}  {n['prediction_time']:<25}  {n['similarity']:>10.4f}")
+    if report["neighbours"] is None:
+        lines.append(f"  {report['neighbours_found']} nearest historical patient-times; "
+                     f"{report['neighbours_note']}")
+    else:
+        lines += [f"  the {min(shown, len(report['neighbours']))} closest of "
+                  f"{len(report['neighbours'])} historical patient-times:",
+                  f"  {'patient (pseudonym)':>20}  {'prediction time':<25}  {'similarity':>10}"]
+        for n in report["neighbours"][:shown]:
+            lines.append(f"  {n['patient']:>20}  {n['prediction_time']:<25}  "
+                         f"{n['similarity']:>10.4f}")
     lines.append("  What happens next (share of usable neighbours, 95% CI):")
     for f in report["events"]:
-        lines.append(f"    {f['task']:<34} " + (f["note"] if f["suppressed"] else
-                     f"{f['share']:>5.0%} ({f['ci_low']:.0%} to {f['ci_high']:.0%}) "
-                     f"of {f['usable']}"))
+        lines.append(f"    {f['task']:<34} {_share_text(f)}")
     t = report["time_to_event"]
     if t["suppressed"]:
         lines.append(f"  Time to event: {t['note']}")
@@ -331,11 +343,10 @@ def format_report(report: dict, shown: int = 10) -> str:
         if r["suppressed"]:
             lines.append(f"    {r['drug_class']:<18} {r['note']}")
             continue
-        f, c = r["responded"], r["categories"]
-        lines.append(f"    {r['drug_class']:<18} good or moderate {f['share']:.0%} "
-                     f"({f['ci_low']:.0%} to {f['ci_high']:.0%}) of {f['usable']}: good "
-                     f"{_pct(c['good']['share'])}, moderate {_pct(c['moderate']['share'])}, "
-                     f"none {_pct(c['none']['share'])}")
+        c = r["categories"]
+        lines.append(f"    {r['drug_class']:<18} good or moderate {_share_text(r['responded'])}"
+                     f": good {_pct(c['good']['share'])}, moderate "
+                     f"{_pct(c['moderate']['share'])}, none {_pct(c['none']['share'])}")
     lines.append("  Disease course (neighbours' median [interquartile range]):")
     for measure in COURSE_COLUMNS:
         points = [c for c in report["course"] if c["measure"] == measure]

@@ -8,7 +8,9 @@ The rules, in the order they are tried, are RULES below; each is named in ``silv
 Example: a measurement row (id 7, person 1, LOINC 1988-5 at 2020-01-02, value 1.2, unit mg/dL)
 becomes the event (subject_id 1, 2020-01-02, "LOINC/1988-5", 12.0 [mg/L], null, source_table
 "measurement", source_row_id 7); the same row with value 900 mg/dL goes to rejects with reason
-"impossible_value", and with unit "mmol/L" with reason "unknown_unit".
+"impossible_value", with unit "mmol/L" with reason "unknown_unit", as a CSV line cut short
+after its sixth field with reason "malformed_line", and from a Latin-1 file with an accented
+source value (not UTF-8) with reason "invalid_encoding".
 """
 
 from __future__ import annotations
@@ -21,18 +23,19 @@ from pyspark.sql import functions as F
 
 from rdt_spark import sharp_score
 from rdt_spark.columns import union_all
-from rdt_spark.omop_source import Source, SourceError, parse_field
+from rdt_spark.omop_source import MALFORMED, Source, SourceError, parse_field
 
 BIRTH_CODE = "MEDS_BIRTH"
 DEATH_CODE = "MEDS_DEATH"
 OMICS_CODE = "RDT/OMICS_PANEL"
 
 RULES = [
-    "unparseable_row_id", "unparseable_person_id", "unparseable_time", "unparseable_value",
-    "unparseable_visit_id", "missing_row_id", "missing_person_id", "missing_time",
-    "missing_birth", "missing_code", "unknown_person", "before_birth", "after_death",
-    "after_extract", "birth_after_extract", "unknown_unit", "impossible_value", "invalid_scores",
-    "invalid_expression", "duplicate_row_id", "duplicate_event",
+    "malformed_line", "invalid_encoding", "unparseable_row_id", "unparseable_person_id",
+    "unparseable_time", "unparseable_value", "unparseable_visit_id", "missing_row_id",
+    "missing_person_id", "missing_time", "missing_birth", "missing_code", "unknown_person",
+    "before_birth", "after_death", "after_extract", "birth_after_extract", "unknown_unit",
+    "impossible_value", "invalid_scores", "invalid_expression", "duplicate_row_id",
+    "duplicate_event",
 ]
 
 
@@ -114,7 +117,9 @@ DERIVED = "array<struct<code:string,numeric_value:float>>"
 
 def row_json(df: DataFrame) -> Column:
     # JSON now, because the tables' rows differ in shape and are unioned before validation.
-    return F.to_json(F.struct(*[F.col(c) for c in df.columns if not c.startswith("_")]))
+    # A malformed CSV line keeps its raw text: its fields cannot be trusted.
+    return F.to_json(F.struct(*[F.col(c) for c in df.columns
+                                if not c.startswith("_") or c == MALFORMED]))
 
 
 def _first_error(checks: list[tuple[str, Column]]) -> Column:
@@ -165,6 +170,9 @@ def _candidates(df: DataFrame, table: str, *, row_id: str, time_cols: tuple[str,
     bad_time = F.lit(False)
     for _, bad in times:
         bad_time = bad_time | bad
+    malformed = F.col(MALFORMED).isNotNull() if MALFORMED in df.columns else F.lit(False)
+    # Bytes that are not UTF-8 (a Latin-1 export) reach us as U+FFFD: the text is already lost.
+    not_utf8 = F.instr(row_json(df), "\ufffd") > 0
     return df.select(
         "*",
         F.lit(table).alias("source_table"),
@@ -174,7 +182,8 @@ def _candidates(df: DataFrame, table: str, *, row_id: str, time_cols: tuple[str,
         .alias("time"),
         num.cast("float").alias("numeric_value"),
         vid.alias("visit_id"),
-        _first_error([("unparseable_row_id", bad_rid), ("unparseable_person_id", bad_pid),
+        _first_error([("malformed_line", malformed), ("invalid_encoding", not_utf8),
+                      ("unparseable_row_id", bad_rid), ("unparseable_person_id", bad_pid),
                       ("unparseable_time", bad_time), ("unparseable_value", bad_num),
                       ("unparseable_visit_id", bad_vid)]).alias("parse_error"),
         row_json(df).alias("row"),
@@ -291,7 +300,8 @@ def checked_values(candidates: DataFrame) -> DataFrame:
     """Lab values converted to their canonical unit; unknown units and impossible values named.
 
     Example: (LOINC/1988-5, 1.2, "mg/dL") -> 12.0; (LOINC/1988-5, 5, "mmol/L") -> unknown_unit;
-    (RDT/TJC28, 30, null) -> impossible_value.
+    (RDT/TJC28, 30, null) -> impossible_value. A value that is not a finite float (NaN, infinity,
+    or 1e300, beyond float's range) is impossible whatever its code.
     """
     unit = _normalised_unit(F.col("unit"))
     factor, low, high, integer = (F.lit(None).cast("double"), F.lit(None).cast("double"),
@@ -308,8 +318,11 @@ def checked_values(candidates: DataFrame) -> DataFrame:
     ruled = F.col("code").isin(list(LAB_RULES)) & F.col("numeric_value").isNotNull()
     value = (F.col("numeric_value") * factor).cast("float")
     impossible = ~value.between(low, high) | (integer & (value != F.floor(value)))
-    error = F.when(ruled & factor.isNull(), F.lit("unknown_unit")).when(
-        ruled & impossible, F.lit("impossible_value"))
+    given = F.col("numeric_value")
+    not_finite = given.isNotNull() & (F.isnan(given) | (F.abs(given) == float("inf")))
+    error = F.when(not_finite, F.lit("impossible_value")).when(
+        ruled & factor.isNull(), F.lit("unknown_unit")).when(ruled & impossible,
+                                                              F.lit("impossible_value"))
     return candidates.withColumn("value_error", F.coalesce("value_error", error)).withColumn(
         "numeric_value", F.when(ruled & factor.isNotNull(), value).otherwise(F.col("numeric_value")))
 

@@ -18,6 +18,7 @@ import datetime as dt
 import logging
 import uuid
 
+from py4j.protocol import Py4JJavaError
 from pyspark.errors import PySparkException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -31,6 +32,7 @@ from rdt_spark.ingest_state import (
 )
 from rdt_spark.lake import read_table, replace_subjects, table_exists, write_table
 from rdt_spark.omop_source import (
+    ColumnTypeError,
     Source,
     SourceError,
     extract_time,
@@ -81,10 +83,30 @@ def ingest_into_lake(spark: SparkSession, lake: str, folder: str | None = None,
     SourceError naming the file, table and column."""
     try:
         source = read_omop_folder(spark, folder) if folder else read_omop_lake(spark, lake)
-        return _ingest(spark, lake, source, full)
     except PySparkException as err:
-        # Spark names the file it could not read in the first line; the rest is a JVM trace.
         raise SourceError(f"cannot read the source: {str(err).strip().splitlines()[0]}") from None
+    try:
+        return _ingest(spark, lake, source, full)
+    except ColumnTypeError as err:
+        raise SourceError(f"{source.origin(err.table)}: {err}") from None
+    except (PySparkException, Py4JJavaError) as err:
+        # A file that fails mid-run (a gzip cut short) comes back as a bare SparkException.
+        raise SourceError(unreadable(source, err)) from None
+
+
+def unreadable(source: Source, err: Exception) -> str:
+    """One line for a read that failed mid-run (a gzip cut short, a damaged Parquet file):
+    Spark names the file in its first line, the rest is a JVM trace."""
+    text = str(err).strip().splitlines()[0]
+    if isinstance(err, Py4JJavaError):  # its first line names only the py4j call
+        java, root = err.java_exception, err.java_exception
+        while root.getCause() is not None:
+            root = root.getCause()
+        text = str(java.getMessage()).strip().splitlines()[0] + (
+            f" ({root.getMessage()})" if root is not java else "")
+    tables = [t for t, origin in source.origins.items() if origin in text]
+    where = f"table {tables[0]} ({source.origin(tables[0])})" if tables else "the source"
+    return f"cannot read {where}: {text}"
 
 
 def _ingest(spark: SparkSession, lake: str, source: Source, full: bool) -> dict:

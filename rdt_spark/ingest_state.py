@@ -19,7 +19,7 @@ from pyspark.sql import functions as F
 
 from rdt_spark.columns import union_all
 from rdt_spark.ingest import SOURCE_TABLES
-from rdt_spark.omop_source import Source, parse_field
+from rdt_spark.omop_source import MALFORMED, Source, SourceError, parse_field
 
 REFERENCE_TABLES = ["concept", "ext.omics_genes"]
 
@@ -55,7 +55,13 @@ def reference_fingerprint(source: Source, extract_time: dt.datetime) -> str:
     for table in REFERENCE_TABLES:
         if table in source.tables:
             df = source.tables[table]
-            row = df.select(F.count("*"), *_hash_sums(row_hash(df, table))).first()  # small: 1 row
+            malformed = F.count(MALFORMED) if MALFORMED in df.columns else F.lit(0)
+            row = df.select(F.count("*"), *_hash_sums(row_hash(df, table)),
+                            malformed).first()  # small: 1 row
+            if row[3]:
+                # Every patient's codes depend on it: a damaged file stops the run.
+                raise SourceError(f"{source.origin(table)}: table {table} has {row[3]:,} line(s) "
+                                  "whose fields do not match the header (cut short?)")
             parts.append(f"{table}:{row[0]}:{row[1]}:{row[2]}")
     return "|".join(parts)
 

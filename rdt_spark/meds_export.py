@@ -10,7 +10,11 @@ Layout under the output folder::
     metadata/dataset.json            dataset_name, dataset_version, etl_name, etl_version,
                                      meds_version, created_at
 
-Splits are the timelines' (a stable hash of subject_id) under MEDS names: train -> train,
+Subject ids are keyed pseudonyms (``rdt_spark.pseudonyms``; the ``privacy.meds_subject_ids``
+setting) or the source ids; ``dataset.json`` records which under ``rdt_subject_ids`` (the kind,
+and for pseudonyms the scheme and the key's fingerprint), and the export refuses to write two
+subjects under one pseudonym. Splits are the timelines' (a stable hash of the source subject_id)
+under MEDS names: train -> train,
 val -> tuning, test -> held_out. A subject's shard is another hash of its id, so each subject
 lies in exactly one file; within a file rows are sorted by subject, then static facts first,
 then time, code, source table and source row id (the timelines' order).
@@ -40,9 +44,10 @@ import meds
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from pyspark.sql import DataFrame
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
+from rdt_spark.pseudonyms import SCHEME, PseudonymKey, pseudonym_column
 from rdt_spark.splits import split_of
 
 MEDS_SPLITS = {"train": meds.train_split, "val": meds.tuning_split, "test": meds.held_out_split}
@@ -53,12 +58,15 @@ WRITTEN_ARROW = pa.schema([("split", pa.string()), ("shard", pa.int32()), ("path
                            ("rows", pa.int64()), ("subjects", pa.int64())])
 
 
-def meds_rows(events: DataFrame, fractions: dict[str, float], shards: dict[str, int]) -> DataFrame:
+def meds_rows(events: DataFrame, fractions: dict[str, float], shards: dict[str, int],
+              exported_id: Column | None = None) -> DataFrame:
     """Events as MEDS rows with their MEDS split, shard and sort keys, partitioned by shard.
 
-    ``shards`` is the number of shards per MEDS split. A row (7, 2020-01-02 09:00 UTC,
-    LOINC/1988-5, 12.0) of a train subject with {train: 1} becomes (train, 0, 7,
-    1577955600000000, LOINC/1988-5, 12.0, null); rows arrive sorted within each partition.
+    ``shards`` is the number of shards per MEDS split; ``exported_id`` is what the rows' subject_id
+    becomes (default the source subject_id; split and shard always come from the source id).
+    A row (7, 2020-01-02 09:00 UTC, LOINC/1988-5, 12.0) of a train subject with {train: 1}
+    becomes (train, 0, 7, 1577955600000000, LOINC/1988-5, 12.0, null); rows arrive sorted
+    within each partition.
     """
     split = split_of(F.col("subject_id"), fractions)
     meds_split = F.coalesce(*[F.when(split == ours, F.lit(theirs))
@@ -67,7 +75,8 @@ def meds_rows(events: DataFrame, fractions: dict[str, float], shards: dict[str, 
     rows = events.select(
         meds_split.alias("split"),
         F.pmod(F.xxhash64(F.lit(SHARD_SALT), "subject_id"), n_shards).cast("int").alias("shard"),
-        F.col("subject_id").cast("long").alias("subject_id"),
+        (F.col("subject_id") if exported_id is None else exported_id).cast("long")
+        .alias("subject_id"),
         F.unix_micros("time").alias("time_us"),  # the instant, written as UTC wall time
         F.col("code"), F.col("numeric_value").cast("float").alias("numeric_value"),
         F.col("text_value"), F.col("source_table"), F.col("source_row_id"))
@@ -165,25 +174,47 @@ def _merge_subject_splits(root: Path) -> int:
     return total
 
 
+class PseudonymCollision(RuntimeError):
+    """Two subjects would share one pseudonym (about once in 10^5 exports of 10 million)."""
+
+
+def subject_id_metadata(key: PseudonymKey | None) -> dict[str, str]:
+    """What dataset.json says about the subject ids: source ids or pseudonyms, and how made."""
+    if key is None:
+        return {"kind": "source", "note": "silver.events subject_id: the OMOP person_id"}
+    return {"kind": "pseudonym", "scheme": SCHEME, "key_id": key.key_id}
+
+
 def export_meds(
     events: DataFrame, out: str, fractions: dict[str, float], subjects_per_shard: int,
     dataset: dict[str, str], descriptions: DataFrame | None = None,
+    key: PseudonymKey | None = None,
 ) -> dict:
     """Write silver.events as a MEDS dataset at ``out``, replacing any previous export.
 
     ``dataset`` gives dataset_name, dataset_version, etl_name and etl_version for dataset.json.
+    With a ``key`` subject ids are written as its pseudonyms, without one as the source ids.
     Returns counts: shards, rows and subjects per split, codes.
     """
     final = Path(out)
     tmp = final.parent / f".{final.name}.tmp-{uuid.uuid4().hex[:8]}"
     (tmp / "metadata").mkdir(parents=True)
     (tmp / _SPLITS_PARTS).mkdir()
+    exported = None if key is None else pseudonym_column(F.col("subject_id"), key)
     split = split_of(F.col("subject_id"), fractions)
-    per_split = events.select("subject_id").distinct().groupBy(split.alias("split")).count()
+    pairs = events.select("subject_id", (exported if exported is not None
+                                         else F.col("subject_id")).alias("_exported")).distinct()
+    per_split = pairs.groupBy(split.alias("split")).count()
     subjects = {MEDS_SPLITS[r["split"]]: r["count"]
                 for r in per_split.collect()}  # small: three rows
+    if key is not None:
+        distinct = pairs.agg(F.countDistinct("_exported")).first()[0]  # small: one row
+        if distinct != sum(subjects.values()):
+            shutil.rmtree(tmp)
+            raise PseudonymCollision(f"{sum(subjects.values()) - distinct} pseudonym collision(s) "
+                                     "under this key: export again with another key")
     shards = {s: -(-n // subjects_per_shard) for s, n in subjects.items()}
-    written = write_shards(meds_rows(events, fractions, shards), str(tmp))
+    written = write_shards(meds_rows(events, fractions, shards, exported), str(tmp))
     files = written.collect()  # small: one row per shard file
     codes = code_metadata(events, descriptions)
     code_rows = sorted(codes.collect(), key=lambda r: r["code"])  # small: one row per code
@@ -193,7 +224,8 @@ def export_meds(
         "parent_codes": [r["parent_codes"] for r in code_rows],
     }, schema=meds.CodeMetadataSchema.schema()), tmp / meds.code_metadata_filepath)
     n_subjects = _merge_subject_splits(tmp)
-    metadata = {**dataset, "meds_version": meds.__version__,
+    metadata = {**dataset, "rdt_subject_ids": subject_id_metadata(key),
+                "meds_version": meds.__version__,
                 "created_at": dt.datetime.now(dt.timezone.utc).replace(tzinfo=None).isoformat()}
     (tmp / meds.dataset_metadata_filepath).write_text(json.dumps(metadata, indent=2) + "\n")
     old = final.parent / f".{final.name}.old-{uuid.uuid4().hex[:8]}"

@@ -7,12 +7,18 @@ lower-case; columns come out lower-case, tables are named as in the lake (``pers
 files and other hidden files are skipped.
 
 CSV columns stay strings here: ingest parses each field itself, so a value that does not parse
-becomes a rejected row with its reason instead of a failed job.
+becomes a rejected row with its reason instead of a failed job. A CSV line whose fields do not
+match the header's (cut short in transfer, or with an extra separator) keeps its raw text in
+``MALFORMED`` (null on a sound line), and ingest refuses it as ``malformed_line``. That needs
+the CSV parser to read every field of a line, whichever columns a query uses
+(``spark.sql.csv.parser.columnPruning.enabled`` is off in ``rdt_spark.session``). A line cut
+inside its last field still has every field and cannot be told from a sound one.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import gzip
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +30,8 @@ from pyspark.sql.types import (
     DateType,
     NumericType,
     StringType,
+    StructField,
+    StructType,
     TimestampNTZType,
     TimestampType,
 )
@@ -35,10 +43,19 @@ OMOP_TABLES = ["person", "death", "observation_period", "visit_occurrence",
                "measurement", "observation", "note", "concept", "cdm_source"]
 EXT_TABLES = ["ext.imaging", "ext.omics", "ext.omics_genes"]
 CSV_SUFFIXES = (".csv", ".csv.gz", ".tsv", ".tsv.gz")
+MALFORMED = "_malformed_line"  # a CSV line's raw text where its fields do not match the header
 
 
 class SourceError(ValueError):
     """Input that cannot be read as an extract; the message names the file, table and column."""
+
+
+class ColumnTypeError(SourceError):
+    """A column whose type cannot hold its field; ingest prefixes the table's file."""
+
+    def __init__(self, table: str, message: str):
+        super().__init__(message)
+        self.table = table
 
 
 @dataclass
@@ -80,15 +97,38 @@ def _table_name(entry: Path) -> str | None:
     return f"ext.{bare}" if f"ext.{bare}" in EXT_TABLES else None
 
 
+_UTF16_MARKS = (b"\xff\xfe", b"\xfe\xff")
+
+
+def _first_bytes(entry: Path) -> bytes:
+    files = sorted(p for p in entry.iterdir() if p.is_file()) if entry.is_dir() else [entry]
+    if not files:
+        return b""
+    opener = gzip.open if files[0].name.lower().endswith(".gz") else open
+    try:
+        with opener(files[0], "rb") as f:
+            return f.read(4)
+    except (OSError, EOFError):
+        return b""  # unreadable: Spark's own read names the failure
+
+
 def _read_entry(spark: SparkSession, entry: Path, table: str) -> DataFrame:
     name = entry.name.lower()
     if name.endswith(CSV_SUFFIXES) or (entry.is_dir() and any(
             p.name.lower().endswith(CSV_SUFFIXES) for p in entry.iterdir())):
+        if _first_bytes(entry).startswith(_UTF16_MARKS):
+            # Spark would read UTF-16 as UTF-8 and report its header as missing columns.
+            raise SourceError(f"{entry}: table {table} is UTF-16 text (its byte-order mark says "
+                              "so); export the table as UTF-8")
         sep = "\t" if ".tsv" in name else ","
         # Strings only, quotes escaped by doubling as OHDSI's exporters write them; notes may
         # hold line breaks inside quotes.
-        return spark.read.csv(str(entry), header=True, inferSchema=False, sep=sep, quote='"',
-                              escape='"', multiLine=table == "note", mode="PERMISSIVE")
+        reader = spark.read.options(header=True, inferSchema=False, sep=sep, quote='"', escape='"',
+                                    multiLine=table == "note", mode="PERMISSIVE")
+        header = reader.csv(str(entry)).columns
+        fields = [StructField(c, StringType()) for c in header] + [StructField(MALFORMED, StringType())]
+        return (reader.schema(StructType(fields)).option("columnNameOfCorruptRecord", MALFORMED)
+                .csv(str(entry)))
     return spark.read.parquet(str(entry))
 
 
@@ -128,7 +168,7 @@ def parse_field(df: DataFrame, name: str | None, kind: str, table: str = "") -> 
     Typed columns (Parquet, Delta) are cast; strings (CSV) are parsed without ever failing the
     job: a non-empty string that does not parse gives a null value and ``unparseable`` true.
     An absent column reads as null. A column whose type cannot hold the field (a struct where
-    a date belongs) is a SourceError naming the table and column.
+    a date belongs) is a ColumnTypeError naming the table and column.
     """
     if name is None or name not in df.columns:
         target = "timestamp" if kind == "time" else _CASTS[kind]
@@ -146,8 +186,8 @@ def parse_field(df: DataFrame, name: str | None, kind: str, table: str = "") -> 
     usable = (DateType, TimestampType, TimestampNTZType) if kind == "time" else (
         NumericType, StringType) if kind in ("long", "float") else (AtomicType,)
     if not isinstance(dtype, usable):
-        raise SourceError(f"table {table}, column {name}: type {dtype.simpleString()} cannot "
-                          f"hold a {kind}")
+        raise ColumnTypeError(table, f"table {table}, column {name}: type "
+                                     f"{dtype.simpleString()} cannot hold a {kind}")
     value = col.cast("timestamp") if kind == "time" else col.try_cast(_CASTS[kind])
     return value, col.isNotNull() & value.isNull()
 

@@ -20,6 +20,9 @@ DELTA_CONF = {
     # Keep tables readable by delta-rs (Ray Data's read_delta): no deletion vectors.
     "spark.databricks.delta.properties.defaults.enableDeletionVectors": "false",
     "spark.sql.session.timeZone": "UTC",
+    # A CSV line with too few or too many fields is flagged (omop_source.MALFORMED) only when
+    # the parser reads every field, not just the columns a query needs.
+    "spark.sql.csv.parser.columnPruning.enabled": "false",
 }
 
 
@@ -47,8 +50,32 @@ def spark_session(
     for key, value in {**DELTA_CONF, **(conf or {})}.items():
         builder = builder.config(key, str(value))
     spark = configure_spark_with_delta_pip(builder).getOrCreate()
-    spark.sparkContext.setLogLevel("ERROR")
+    # Quiet unless the config asks for more (spark.log.level: INFO to see Spark's own story).
+    # Spark 4 ignores a level equal to the root logger's (INFO), leaving pyspark's shell filter
+    # at WARN: passing through another level first makes INFO take effect too.
+    level = str((conf or {}).get("spark.log.level", "ERROR")).upper()
+    for step in ("WARN" if level == "ERROR" else "ERROR", level):
+        spark.sparkContext.setLogLevel(step)
+    if level in ("INFO", "DEBUG", "TRACE", "ALL"):
+        _quiet_loggers_that_print_data(spark)
     return spark
+
+
+# Loggers whose INFO lines carry table contents: Delta's snapshots print every file's min/max
+# statistics (person ids, dates of birth, the first characters of notes); the scan planners
+# print a query's filter literals. They stay at WARN whatever level the rest of Spark logs at.
+DATA_LOGGERS = [
+    "org.apache.spark.sql.delta",
+    "org.apache.spark.sql.execution.datasources.FileSourceStrategy",
+    "org.apache.spark.sql.execution.datasources.v2.V2ScanRelationPushDown",
+    "org.apache.parquet.filter2.compat.FilterCompat",
+]
+
+
+def _quiet_loggers_that_print_data(spark: SparkSession) -> None:
+    log4j = spark.sparkContext._jvm.org.apache.logging.log4j
+    for name in DATA_LOGGERS:
+        log4j.core.config.Configurator.setLevel(name, log4j.Level.WARN)
 
 
 _IVY_MISSING = re.compile(r"download failed: ([^#\s]+)#([^;\s]+);([^!\s]+)!")

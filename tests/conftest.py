@@ -4,9 +4,14 @@ whole flow once per test run."""
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from jobs.config import Config, load_config
 from rdt_spark.session import SparkConfig
@@ -49,13 +54,45 @@ def small_config(lake: Path, patients: int) -> Config:
     )
 
 
-@pytest.fixture(scope="session")
-def flow(tmp_path_factory, spark, ray_local):
-    """A few hundred simulated patients through the whole flow (generate -> ... -> evaluate), once."""
-    from jobs.registry import FLOW
+def write_config(cfg: Config, path: Path) -> Path:
+    """``cfg`` as a YAML config file, for a job run in another process."""
+    path.write_text(yaml.safe_dump(dataclasses.asdict(cfg)))
+    return path
 
-    cfg = small_config(tmp_path_factory.mktemp("lake"), patients=400)
-    return cfg, {job.name: job.run(cfg, job.options()) for job in FLOW}
+
+@dataclasses.dataclass(frozen=True)
+class FlowOutput:
+    console: Path  # everything the flow's process wrote to its terminal
+    run_dir: Path  # <run_dir>/logs holds the job logs
+    ray_tmp: Path  # Ray's session logs
+
+
+@pytest.fixture(scope="session")
+def flow_run(tmp_path_factory) -> tuple[Config, dict, FlowOutput]:
+    """A few hundred simulated patients through the whole flow (generate -> ... -> evaluate),
+    then a twin query and a MEDS export, once, in one process at the most verbose logging
+    (``tests/run_flow.py``), as ``rdt <job> --verbose`` runs each."""
+    folder = tmp_path_factory.mktemp("flow")
+    cfg = small_config(folder / "lake", patients=400)
+    verbose = cfg.replace(spark=dataclasses.replace(
+        cfg.spark, conf={**cfg.spark.conf, "spark.log.level": "INFO"}))
+    output = FlowOutput(folder / "console.log", Path(cfg.run_dir), folder / "ray")
+    output.ray_tmp.mkdir()
+    env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "RAY_TMPDIR": str(output.ray_tmp)}
+    with open(output.console, "w") as console:
+        done = subprocess.run([sys.executable, str(ROOT / "tests" / "run_flow.py"),
+                               str(write_config(verbose, folder / "flow.yaml")),
+                               str(folder / "results.json")], cwd=ROOT, env=env,
+                              stdout=console, stderr=subprocess.STDOUT, timeout=3600)
+    assert done.returncode == 0, output.console.read_text()[-5000:]
+    return cfg, json.loads((folder / "results.json").read_text()), output
+
+
+@pytest.fixture(scope="session")
+def flow(flow_run, spark, ray_local):
+    """The whole flow's config and each job's summary (``flow_run``)."""
+    cfg, results, _ = flow_run
+    return cfg, results
 
 
 def single_partition_steps(df) -> list[str]:

@@ -1,5 +1,6 @@
 """The whole flow on a few hundred simulated patients (built once, in conftest's `flow`)."""
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from ray_training.train import models
 from ray_training.twin import QueryConfig, TwinIndex, twin_report
 from rdt_spark import evaluation as ev
 from rdt_spark.lake import read_table, table_path
+from rdt_spark.pseudonyms import pseudonym
 from rdt_spark.tasks import FLARE_TASK
 
 TABLES = ["omop.person", "omop.measurement", "truth.patient_latent", "silver.events",
@@ -110,24 +112,26 @@ def test_index_manifest_pins_what_it_read(flow):
     assert manifest["model_version"] == results["train"]["model_version"]
 
 
-def test_query_cli_prints_json(flow, spark, capsys):
+def test_query_cli_prints_json_naming_the_patient_by_pseudonym(flow, spark, capsys):
     cfg, _ = flow
     row = _timeline(spark, cfg, "test")
     code = main(["query", "--config", "conf/local.yaml", "--lake", cfg.lake,
                  "--subject", str(row["subject_id"]),
                  "--time", row["prediction_times"][-1].isoformat(), "--json"])
     report = json.loads(capsys.readouterr().out)
-    assert code == 0 and report["subject_id"] == row["subject_id"]
+    assert code == 0 and "subject_id" not in report and report["neighbours"] is None
+    assert report["patient"] == pseudonym(row["subject_id"], cfg.privacy.key(cfg.run_dir))
     assert {f["task"] for f in report["events"]} == {
         "flare_within_180d", "das28_remission_12m", "radiographic_progression_2y"}
 
 
-def test_query_names_an_unknown_patient(flow, capsys):
+def test_query_refuses_an_unknown_patient_without_echoing_its_id(flow, capsys):
     cfg, _ = flow
     code = main(["query", "--config", "conf/local.yaml", "--lake", cfg.lake,
                  "--subject", "999999", "--time", "2024-01-01"])
+    err = capsys.readouterr().err
     assert code == 2
-    assert "subject 999999 has no embeddings" in capsys.readouterr().err
+    assert "the patient asked for has no embeddings" in err and "999999" not in err
 
 
 def _metrics(results: dict, evaluation: str = "test split") -> dict:
@@ -193,19 +197,22 @@ def test_a_twin_report_answers_every_question_or_suppresses_it(flow, spark):
     assert report["time_to_event"]["neighbours"] == 30
 
 
-def test_query_filters_choose_neighbours_before_ranking(flow, spark, capsys):
+def test_query_filters_choose_neighbours_before_ranking(flow, spark):
+    from jobs import query
+
     cfg, _ = flow
+    granted = cfg.replace(privacy=dataclasses.replace(cfg.privacy, neighbour_rows=True))
     row = _timeline(spark, cfg, "test")
-    code = main(["query", "--config", "conf/local.yaml", "--lake", cfg.lake,
-                 "--subject", str(row["subject_id"]), "--k", "15", "--sex", "F",
-                 "--age", "30-90", "--on", "methotrexate",
-                 "--time", row["prediction_times"][-1].isoformat(), "--json"])
-    report = json.loads(capsys.readouterr().out)
-    assert code == 0 and len(report["neighbours"]) == 15
+    report = query.run(granted, query.Options(
+        subject=row["subject_id"], time=row["prediction_times"][-1].isoformat(), k=15, json=True,
+        sex="F", age="30-90", on="methotrexate"))
+    assert len(report["neighbours"]) == 15
     index = TwinIndex.current(cfg.run_dir)
-    rows = index.rows.set_index(["subject_id", "prediction_time"])
+    key = cfg.privacy.key(cfg.run_dir)
+    rows = index.rows.assign(patient=[pseudonym(s, key) for s in index.rows["subject_id"]])
+    rows = rows.set_index(["patient", "prediction_time"])
     for n in report["neighbours"]:
-        r = rows.loc[(n["subject_id"], pd.Timestamp(n["prediction_time"]))]
+        r = rows.loc[(n["patient"], pd.Timestamp(n["prediction_time"]))]
         assert r["sex"] == "F" and 30 <= r["age"] < 90 and "methotrexate" in r["current_classes"]
 
 

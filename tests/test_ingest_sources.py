@@ -175,3 +175,41 @@ def test_a_column_of_the_wrong_type_is_named(spark, tmp_path):
         .write.parquet(str(tmp_path / "person"))
     with pytest.raises(SourceError, match="table person, column birth_datetime"):
         ingest_omop(read_omop_folder(spark, str(tmp_path)), T(2024, 12, 31), "bad")
+
+
+MEASUREMENT_V54 = ["measurement_id", "person_id", "measurement_concept_id", "measurement_date",
+                   "measurement_datetime", "measurement_time", "measurement_type_concept_id",
+                   "operator_concept_id", "value_as_number", "value_as_concept_id",
+                   "unit_concept_id", "range_low", "range_high", "provider_id",
+                   "visit_occurrence_id", "visit_detail_id", "measurement_source_value",
+                   "measurement_source_concept_id", "unit_source_value", "unit_source_concept_id",
+                   "value_source_value", "measurement_event_id", "meas_event_field_concept_id"]
+
+
+def test_a_csv_line_cut_short_or_not_utf8_is_refused_not_ingested(spark, tmp_path):
+    (tmp_path / "PERSON.csv").write_text(PERSON_CSV)
+    full = "20,1,3020460,2020-01-02,,,32817,,12,,8751,,,,7,,CRP,,mg/L,,12,,"
+    rows = [full, full.replace("20,", "21,", 1).replace("2020-01-02", "2020-02-02"),
+            full.replace("20,", "22,", 1) + ",surplus",  # an extra separator: no longer aligned
+            full.replace("20,", "24,", 1).replace("CRP", "Entz\xfcndung"),  # a Latin-1 byte
+            "23,1,3020460,2020-01-02,2020-01-02 09:00:00,09:00"]  # cut after 6 of 23 fields
+    text = ",".join(c.upper() for c in MEASUREMENT_V54) + "\n" + "\n".join(rows)
+    (tmp_path / "MEASUREMENT.csv").write_bytes(text.encode("latin-1"))  # and no final newline
+    source = read_omop_folder(spark, str(tmp_path))
+    events, rejects, flagged = ingest_omop(source, T(2024, 12, 31), "cut")
+    summary = {r["table"]: r for r in account_rows(source, events, rejects)}
+    flagged.unpersist()
+    assert summary["measurement"]["rows_in"] == 5 and summary["measurement"]["accepted"] == 2
+    assert _reasons(rejects, "measurement") == {22: "malformed_line", 23: "malformed_line",
+                                                24: "invalid_encoding"}
+    raw = json.loads(rejects.where(F.col("source_row_id") == 23).first().raw)
+    assert raw["_malformed_line"] == rows[-1]  # the line as it arrived
+
+
+def test_a_concept_file_cut_short_stops_the_run_naming_it(spark, tmp_path, capsys):
+    (tmp_path / "PERSON.csv").write_text(PERSON_CSV)
+    (tmp_path / "CONCEPT.csv").write_text(CONCEPT_CSV + "8507,MALE,Gen")
+    code = main(["ingest", "--lake", str(tmp_path / "lake"), "--source", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 2 and "CONCEPT.csv: table concept has 1 line(s)" in err
+    assert "Traceback" not in err

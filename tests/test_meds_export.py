@@ -12,9 +12,11 @@ from pyspark.sql import functions as F
 from jobs.cli import main
 from rdt_spark.lake import write_table
 from rdt_spark.meds_export import MEDS_SPLITS, export_meds
+from rdt_spark.pseudonyms import SCHEME, PrivacyConfig, PseudonymKey, pseudonym
 from rdt_spark.splits import split_of
 
 T = dt.datetime
+CONF = Path(__file__).resolve().parents[1] / "conf"
 FRACTIONS = {"train": 0.7, "val": 0.1, "test": 0.2}
 SCHEMA = ("subject_id long, time timestamp, code string, numeric_value float, "
           "text_value string, visit_id long, source_table string, source_row_id long")
@@ -105,7 +107,35 @@ def test_metadata_files_match_the_meds_schemas(exported):
     assert dataset["meds_version"] == meds.__version__ and dataset["dataset_name"] == "test"
 
 
-def test_export_meds_cli_replaces_a_previous_export(spark, tmp_path):
+def test_metadata_says_the_subject_ids_are_the_source_ids_when_no_key_is_given(exported):
+    out, _, _ = exported
+    dataset = json.loads((out / meds.dataset_metadata_filepath).read_text())
+    assert dataset["rdt_subject_ids"]["kind"] == "source"
+
+
+def test_a_keyed_export_names_subjects_by_pseudonym_in_every_file(spark, tmp_path):
+    key = PseudonymKey(b"0123456789abcdef", "test")
+    events = registry(spark)
+    export_meds(events, str(tmp_path / "meds"), FRACTIONS, 4, DATASET, key=key)
+    out = tmp_path / "meds"
+    source_split = {r.subject_id: MEDS_SPLITS[r.s] for r in events.select(
+        "subject_id", split_of(F.col("subject_id"), FRACTIONS).alias("s")).distinct().collect()}
+    expected = {pseudonym(s, key): split for s, split in source_split.items()}
+    for path in sorted((out / "data").rglob("*.parquet")):
+        table = pq.read_table(path)
+        meds.DataSchema.validate(table)
+        ids = table["subject_id"].to_pylist()
+        assert ids == sorted(ids)  # sorted by the id as written
+        assert {expected[i] for i in ids} == {path.parent.name}  # splits of the source ids
+    splits = pq.read_table(out / meds.subject_splits_filepath).to_pylist()
+    assert {r["subject_id"]: r["split"] for r in splits} == expected
+    dataset = json.loads((out / meds.dataset_metadata_filepath).read_text())
+    meds.DatasetMetadataSchema.validate(dataset)
+    assert dataset["rdt_subject_ids"] == {"kind": "pseudonym", "scheme": SCHEME,
+                                          "key_id": key.key_id}
+
+
+def test_export_meds_cli_replaces_a_previous_export_under_pseudonyms_by_default(spark, tmp_path):
     lake, out = tmp_path / "lake", tmp_path / "out"
     write_table(registry(spark, range(1, 13)).withColumn("ingest_run_id", F.lit("r")), str(lake),
                 "silver.events")
@@ -115,7 +145,22 @@ def test_export_meds_cli_replaces_a_previous_export(spark, tmp_path):
                 "silver.events")
     assert main(["export-meds", "--lake", str(lake), "--out", str(out)]) == 0
     assert not (out / "data" / "stale.parquet").exists()
+    key = PrivacyConfig().key(str(lake / "_runs"))  # the lake's own, made by the first export
+    splits = pq.read_table(out / meds.subject_splits_filepath)
+    assert sorted(splits["subject_id"].to_pylist()) == sorted(pseudonym(s, key) for s in range(1, 6))
+    dataset = json.loads((out / meds.dataset_metadata_filepath).read_text())
+    assert dataset["dataset_version"] == "silver.events v1"
+    assert dataset["rdt_subject_ids"]["key_id"] == key.key_id
+
+
+def test_the_setting_exports_source_ids_and_says_so(spark, tmp_path):
+    lake, out, conf = tmp_path / "lake", tmp_path / "out", tmp_path / "source-ids.yaml"
+    conf.write_text(f"lake: {lake}\ntokenize:\n  tasks_file: {CONF / 'tasks.yaml'}\n"
+                    "privacy:\n  meds_subject_ids: source\n")
+    write_table(registry(spark, range(1, 6)).withColumn("ingest_run_id", F.lit("r")), str(lake),
+                "silver.events")
+    assert main(["export-meds", "--config", str(conf), "--out", str(out)]) == 0
     splits = pq.read_table(out / meds.subject_splits_filepath)
     assert sorted(splits["subject_id"].to_pylist()) == [1, 2, 3, 4, 5]
     dataset = json.loads((out / meds.dataset_metadata_filepath).read_text())
-    assert dataset["dataset_version"] == "silver.events v1"
+    assert dataset["rdt_subject_ids"]["kind"] == "source"
