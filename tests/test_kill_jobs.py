@@ -81,7 +81,7 @@ def index_contents(run_dir: str) -> dict:
     folder = indexes(run_dir).current()
     manifest = json.loads((folder / MANIFEST).read_text())
     manifest.pop("built_at")
-    for pinned in ("embeddings", "tasks"):
+    for pinned in ("embeddings", "tasks", "states", "trajectories"):
         manifest[pinned].pop("path")
     scaling = np.load(folder / SCALING)
     rows = {s["path"]: pd.read_parquet(folder / s["path"] / ROWS).to_json()
