@@ -22,6 +22,7 @@ import gzip
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from py4j.protocol import Py4JJavaError
 from pyspark.errors import PySparkException
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -132,6 +133,14 @@ def _read_entry(spark: SparkSession, entry: Path, table: str) -> DataFrame:
     return spark.read.parquet(str(entry))
 
 
+def _first_line(err: Exception) -> str:
+    """The cause in one line: a JVM error (a Parquet footer Spark cannot read, say) arrives as a
+    Py4JJavaError whose first line only names the Java call."""
+    if isinstance(err, Py4JJavaError):
+        return str(err.java_exception.getMessage() or err.java_exception).splitlines()[0]
+    return str(err).splitlines()[0]
+
+
 def read_omop_folder(spark: SparkSession, folder: str) -> Source:
     """Every recognised table file in ``folder`` (Parquet or CSV, any case)."""
     root = Path(folder)
@@ -147,9 +156,8 @@ def read_omop_folder(spark: SparkSession, folder: str) -> Source:
                               f"(first: {source.origins[table]})")
         try:
             source.tables[table] = _lower_columns(_read_entry(spark, entry, table))
-        except PySparkException as err:
-            raise SourceError(f"{entry}: cannot read table {table}: "
-                              f"{str(err).splitlines()[0]}") from None
+        except (PySparkException, Py4JJavaError) as err:
+            raise SourceError(f"{entry}: cannot read table {table}: {_first_line(err)}") from None
         source.origins[table] = str(entry)
     if "person" not in source.tables:
         raise SourceError(f"{folder}: no person table (person.parquet or PERSON.csv) in this "

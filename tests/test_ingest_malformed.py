@@ -342,7 +342,10 @@ def check(spark, extract: Extract) -> None:
 
 # No shrinking in the bounded run: one Spark ingest per step would take many minutes; a failure
 # prints its example and seed, and the long run (more examples) shrinks.
-BOUNDED = settings(max_examples=EXAMPLES, deadline=None, print_blob=True,
+# make test's few examples are the same on every run (derandomize), so a landing never hangs on
+# a lucky draw; the long profile draws afresh each time to keep finding new breakage.
+FIXED = {"derandomize": True, "database": None} if EXAMPLES <= 20 else {}
+BOUNDED = settings(max_examples=EXAMPLES, deadline=None, print_blob=True, **FIXED,
                    phases=[Phase.explicit, Phase.reuse, Phase.generate]
                    + ([Phase.shrink] if EXAMPLES > 20 else []),
                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
