@@ -97,9 +97,11 @@ class Lake:
     log: Path
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def lake(flow, spark, tmp_path_factory) -> Lake:
-    """A copy of the flow's lake (run dir included), and a config file naming it."""
+    """A copy of the flow's lake (run dir included), and a config file naming it: one per test,
+    so a re-run in one test (a new Delta version of gold.timelines, say) cannot change the input
+    versions, and so the model and index versions, another test compares with the flow's."""
     cfg, _ = flow
     root = tmp_path_factory.mktemp("killed")
     shutil.copytree(cfg.lake, root / "lake", symlinks=True)
