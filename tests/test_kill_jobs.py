@@ -83,11 +83,12 @@ def index_contents(run_dir: str) -> dict:
     manifest.pop("built_at")
     for pinned in ("embeddings", "tasks", "states", "trajectories"):
         manifest[pinned].pop("path")
-    scaling = np.load(folder / SCALING)
+    with np.load(folder / SCALING) as arrays:  # the search space: whatever arrays it keeps
+        scaling = {name: arrays[name].tolist() for name in sorted(arrays.files)}
     rows = {s["path"]: pd.read_parquet(folder / s["path"] / ROWS).to_json()
             for s in manifest["shards"]}
     return {"manifest": manifest, "rows": rows,
-            "scaling": [scaling["mean"].tolist(), scaling["std"].tolist()]}
+            "scaling": scaling}
 
 
 @dataclasses.dataclass
