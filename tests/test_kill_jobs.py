@@ -81,6 +81,7 @@ def index_contents(run_dir: str) -> dict:
     folder = indexes(run_dir).current()
     manifest = json.loads((folder / MANIFEST).read_text())
     manifest.pop("built_at")
+    manifest.pop("index_version")  # a hash that includes the sources' paths: a copied lake's differs
     for pinned in ("embeddings", "tasks", "states", "trajectories"):
         manifest[pinned].pop("path")
     with np.load(folder / SCALING) as arrays:  # the search space: whatever arrays it keeps
