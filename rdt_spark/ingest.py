@@ -18,7 +18,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from rdt_spark import sharp_score
@@ -296,35 +296,42 @@ def _normalised_unit(unit: Column) -> Column:
     return F.lower(F.regexp_replace(F.coalesce(unit, F.lit("")), r"[\[\]\s]", ""))
 
 
+def lab_rules(spark: SparkSession) -> DataFrame:
+    """LAB_RULES as a small table: (_rule_code, _low, _high, _integer, _factors), where
+    ``_factors`` maps each accepted unit (normalised; "" for none recorded) to its factor."""
+    rows = [(code, rule.low, rule.high, rule.integer, {"": 1.0, **rule.factors})
+            for code, rule in LAB_RULES.items()]
+    return spark.createDataFrame(rows, "_rule_code string, _low double, _high double, "
+                                       "_integer boolean, _factors map<string,double>")
+
+
 def checked_values(candidates: DataFrame) -> DataFrame:
     """Lab values converted to their canonical unit; unknown units and impossible values named.
 
     Example: (LOINC/1988-5, 1.2, "mg/dL") -> 12.0; (LOINC/1988-5, 5, "mmol/L") -> unknown_unit;
     (RDT/TJC28, 30, null) -> impossible_value. A value that is not a finite float (NaN, infinity,
     or 1e300, beyond float's range) is impossible whatever its code.
+
+    The rules are joined in as a (broadcast) table rather than spelled as one CASE per code and
+    unit: that expression, repeated wherever the factor is used, outgrew the 64 KB a generated
+    Java method may hold, and Spark ran the whole validation stage interpreted instead.
     """
-    unit = _normalised_unit(F.col("unit"))
-    factor, low, high, integer = (F.lit(None).cast("double"), F.lit(None).cast("double"),
-                                  F.lit(None).cast("double"), F.lit(False))
-    for code, rule in LAB_RULES.items():
-        is_code = F.col("code") == code
-        unit_factor = F.when(unit == "", F.lit(1.0))  # no unit recorded: the canonical one
-        for name, f in rule.factors.items():
-            unit_factor = F.when(unit == name, F.lit(f)).otherwise(unit_factor)
-        factor = F.when(is_code, unit_factor).otherwise(factor)
-        low = F.when(is_code, F.lit(rule.low)).otherwise(low)
-        high = F.when(is_code, F.lit(rule.high)).otherwise(high)
-        integer = F.when(is_code, F.lit(rule.integer)).otherwise(integer)
-    ruled = F.col("code").isin(list(LAB_RULES)) & F.col("numeric_value").isNotNull()
+    rules = F.broadcast(lab_rules(candidates.sparkSession))
+    ruled_rows = candidates.join(rules, F.col("code") == F.col("_rule_code"), "left")
+    factor = F.try_element_at(F.col("_factors"), _normalised_unit(F.col("unit")))
+    ruled = F.col("_rule_code").isNotNull() & F.col("numeric_value").isNotNull()
     value = (F.col("numeric_value") * factor).cast("float")
-    impossible = ~value.between(low, high) | (integer & (value != F.floor(value)))
+    impossible = ~value.between(F.col("_low"), F.col("_high")) | (
+        F.col("_integer") & (value != F.floor(value)))
     given = F.col("numeric_value")
     not_finite = given.isNotNull() & (F.isnan(given) | (F.abs(given) == float("inf")))
     error = F.when(not_finite, F.lit("impossible_value")).when(
         ruled & factor.isNull(), F.lit("unknown_unit")).when(ruled & impossible,
                                                               F.lit("impossible_value"))
-    return candidates.withColumn("value_error", F.coalesce("value_error", error)).withColumn(
-        "numeric_value", F.when(ruled & factor.isNotNull(), value).otherwise(F.col("numeric_value")))
+    return (ruled_rows.withColumn("value_error", F.coalesce("value_error", error))
+            .withColumn("numeric_value", F.when(ruled & factor.isNotNull(), value)
+                        .otherwise(F.col("numeric_value")))
+            .drop("_rule_code", "_low", "_high", "_integer", "_factors"))
 
 
 def _duplicate_id(keys: list[str]) -> Column:
