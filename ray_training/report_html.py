@@ -55,10 +55,14 @@ def share_sentence(f: dict, what: str, who: str, m: int) -> str:
 
 
 def event_rows(report: dict, m: int) -> list[dict]:
+    """Every event forecast, the ones ``TASK_WORDS`` names first in its order (a flare first)."""
+    known = list(TASK_WORDS)
+    ordered = sorted(report["events"], key=lambda f: (known.index(f["task"]) if f["task"] in known
+                                                     else len(known), f["task"]))
     return [{"label": task_words(f["task"]), "forecast": f, "rests_on": f["usable"],
              "sentence": share_sentence(f, task_words(f["task"]),
                                         "similar patients followed long enough", m)}
-            for f in report["events"]]
+            for f in ordered]
 
 
 def response_rows(report: dict, m: int) -> list[dict]:
