@@ -100,8 +100,8 @@ def _duration(seconds: float) -> str:
 
 
 def summary_paragraph(job: str, result: dict, seconds: float) -> str:
-    """One paragraph of what a job wrote, from the scalar figures of its result (identifiers
-    never: a key naming a subject is left out)."""
+    """One paragraph of what a job wrote, from the scalar figures of its result (no patient,
+    not even a pseudonym: a key naming a subject or patient is left out)."""
     def scalar(value) -> bool:
         return isinstance(value, (str, int, float))
 
@@ -113,7 +113,8 @@ def summary_paragraph(job: str, result: dict, seconds: float) -> str:
         return f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else str(value)
 
     figures = [f"{key.replace('_', ' ')} {shown(value)}"
-               for key, value in (result or {}).items() if "subject" not in key
+               for key, value in (result or {}).items()
+               if "subject" not in key and "patient" not in key
                and (scalar(value) or isinstance(value, dict) and 0 < len(value) <= 20
                     and all(scalar(v) for v in value.values()))]
     return (f"rdt {job} finished in {_duration(seconds)}"

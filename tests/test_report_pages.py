@@ -61,6 +61,23 @@ def test_report_is_one_self_contained_page_of_the_disclosed_report(example, tmp_
     assert "neighbours withheld" in page  # privacy.neighbour_rows is off
 
 
+def test_report_lists_pseudonymised_neighbours_only_where_granted(example):
+    from jobs.report import sources
+    from ray_training.report_pages import report_page
+    from ray_training.search import TwinIndex
+    from rdt_spark.pseudonyms import pseudonym
+
+    cfg, subject, at = example
+    granted = dataclasses.replace(sources(cfg), privacy=dataclasses.replace(
+        cfg.privacy, neighbour_rows=True))
+    key = cfg.privacy.key(cfg.run_dir)
+    page, shown = report_page(granted, TwinIndex.current(cfg.run_dir), key, subject,
+                              pd.Timestamp(at, tz="UTC"))
+    assert 'id="neighbour-table"' in page and shown["patient"] == pseudonym(subject, key)
+    assert all(f"<td>{n['patient']}</td>" in page for n in shown["neighbours"])
+    assert "neighbours withheld" not in page
+
+
 @pytest.fixture(scope="module")
 def cohort_summary(example, tmp_path_factory):
     """An `rdt cohort` run whose selection is certainly small (men with a DAS28 above 6.5 at
