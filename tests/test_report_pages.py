@@ -10,6 +10,7 @@ size of 20 so that some figures of a 400-patient registry are certainly suppress
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import shutil
 import threading
@@ -132,6 +133,7 @@ def browser():
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
+    os.environ["SE_OFFLINE"] = "true"  # Selenium Manager must never fetch a browser or driver
     binary, driver_path = shutil.which("chromium"), shutil.which("chromedriver")
     assert binary and driver_path, "make test installs chromium and chromium-driver"
     options = webdriver.ChromeOptions()
