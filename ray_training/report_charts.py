@@ -121,7 +121,8 @@ def outlook_chart(course: PatientCourse, report: dict, measure: str, label: str,
     ax.set_xlabel("months from now", fontsize=8)
     ax.set_ylabel(label, fontsize=8)
     ax.tick_params(labelsize=7)
-    ax.legend(fontsize=7, loc="upper left", frameon=False)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=3,
+              frameon=False)  # below the axes: the patient's line stays readable
     return svg(fig)
 
 
@@ -144,6 +145,12 @@ def survival_chart(t: dict, min_cell_size: int) -> str:
                             [p["high"] for p in band], step="post", color=BAND, alpha=0.6,
                             label="95% band")
         ax.legend(fontsize=7, frameon=False, loc="lower left")
+        last = shown[-1]["month"]
+        if t["curve"] and last < t["curve"][-1]["month"]:  # the months not shown, and why
+            ax.axvspan(last, t["curve"][-1]["month"], color=MUTED, alpha=0.08)
+            ax.text((last + t["curve"][-1]["month"]) / 2, 0.5, f"fewer than {min_cell_size}\n"
+                    "still followed", ha="center", va="center", fontsize=7, color=MUTED)
+    ax.set_xlim(0, max([p["month"] for p in t["curve"]] or [1]))
     ax.set_ylim(0, 1.02)
     ax.set_xlabel("months from now", fontsize=8)
     ax.set_ylabel("without a flare", fontsize=8)
