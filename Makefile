@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 JARS_STAMP := $(VENV)/.delta-jars
 
-.PHONY: install demo test lint clean
+.PHONY: install browser demo test lint clean
 
 install: $(STAMP) $(JARS_STAMP)
 
@@ -24,7 +24,16 @@ $(JARS_STAMP): $(STAMP)
 demo: install
 	$(VENV)/bin/rdt demo --config conf/local.yaml
 
-test: install
+# The report pages' browser test drives Debian's chromium through chromium-driver (Selenium);
+# nothing downloads a browser at run time. Installed once, only where chromium is missing.
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+
+browser:
+	command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  { $(SUDO) apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium chromium-driver; }
+
+test: install browser
 	$(VENV)/bin/pytest -q
 
 lint: install

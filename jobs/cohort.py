@@ -22,6 +22,7 @@ from pyspark.sql import functions as F
 from jobs import context
 from jobs.config import Config
 from jobs.job import Job, JobFailed, option
+from ray_training.report_pages import save_cohort_summary
 from rdt_spark.cohorts import Criteria, load_criteria, select_cohort, summary
 from rdt_spark.lake import read_table, replace_where
 from rdt_spark.schemas import GOLD_COHORTS, conform
@@ -92,6 +93,8 @@ def run(cfg: Config, opts: Options) -> dict:
     result = summary(judged, criteria, cfg.query.min_cell_size)
     judged.unpersist()
     result["version"] = version
+    result["written_at"] = now.isoformat()
+    save_cohort_summary(cfg.run_dir, result)  # the cohort page reads it (report_pages)
     for staged in ("cohort-refs", "cohort-points", "cohort-out"):
         shutil.rmtree(f"{cfg.run_dir}/staging/{staged}", ignore_errors=True)
     print(json.dumps(result, indent=2) if opts.json else format_summary(result))

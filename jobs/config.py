@@ -20,6 +20,7 @@ from ray_training.embed import EmbedConfig
 from ray_training.events_encoder import EventsConfig
 from ray_training.gbm import GBMConfig
 from ray_training.index import IndexConfig
+from ray_training.patient_course import ReportConfig
 from ray_training.train import TrainConfig
 from ray_training.twin import QueryConfig
 from rdt_spark.evaluation import EvaluateConfig
@@ -60,6 +61,7 @@ class Config:
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     gbm: GBMConfig = field(default_factory=GBMConfig)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
 
     def replace(self, **sections: Any) -> Config:
         """A copy with some sections or fields changed, e.g. ``replace(lake="/tmp/l")``."""

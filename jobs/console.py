@@ -12,6 +12,12 @@ set). Nothing logged at any level carries identifiers, dates of birth or note te
 
 An unexpected error is written to the log with its traceback; the terminal gets one line that
 names the log.
+
+**Scheduled runs stay quiet.** When stderr is not a terminal (cron, a cluster scheduler, a pipe)
+or ``--quiet`` is given, our progress lines go to the log file only; the terminal gets the job's
+closing summary (``Console.summary``: one paragraph of what the job wrote) and failures.
+``Progress`` reports stages or records done, the rate and the time left, at most every few
+seconds.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import datetime as dt
 import logging
 import os
 import sys
+import time
 import traceback
 from collections.abc import Iterator
 from contextvars import ContextVar
@@ -57,13 +64,72 @@ def _writes_to_fd2(stream) -> bool:
         return False
 
 
+def _is_terminal(stream) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, OSError, ValueError):
+        return False
+
+
+class Progress:
+    """Stages or records done, the rate and the time left, logged at most every ``every``
+    seconds (and at the end), e.g. ``demo: 3/9 stages, 0.05 stages/s, about 2 min left``."""
+
+    def __init__(self, logger: logging.Logger, total: int, unit: str, every: float = 5.0):
+        self.log, self.total, self.unit, self.every = logger, total, unit, every
+        self.done, self.started, self._last = 0, time.monotonic(), float("-inf")
+
+    def advance(self, n: int = 1, detail: str = "") -> None:
+        self.done += n
+        now = time.monotonic()
+        if now - self._last < self.every and self.done < self.total:
+            return
+        self._last = now
+        rate = self.done / max(now - self.started, 1e-9)
+        left = (self.total - self.done) / rate if rate > 0 else float("inf")
+        self.log.info(f"{self.done:,}/{self.total:,} {self.unit}, {rate:.3g} {self.unit}/s, "
+                      f"{'done' if self.done >= self.total else 'about ' + _duration(left) + ' left'}"
+                      + (f" ({detail})" if detail else ""))
+
+
+def _duration(seconds: float) -> str:
+    """``_duration(75) == "1.2 min"``; ``_duration(8) == "8 s"``."""
+    if seconds == float("inf"):
+        return "an unknown time"
+    return f"{seconds:.0f} s" if seconds < 60 else f"{seconds / 60:.1f} min"
+
+
+def summary_paragraph(job: str, result: dict, seconds: float) -> str:
+    """One paragraph of what a job wrote, from the scalar figures of its result (no patient,
+    not even a pseudonym: a key naming a subject or patient is left out)."""
+    def scalar(value) -> bool:
+        return isinstance(value, (str, int, float))
+
+    def shown(value) -> str:
+        if isinstance(value, dict):  # a breakdown, e.g. rows per table
+            return ", ".join(f"{k} {shown(v)}" for k, v in value.items())
+        if isinstance(value, float):
+            return f"{value:.3g}"
+        return f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else str(value)
+
+    figures = [f"{key.replace('_', ' ')} {shown(value)}"
+               for key, value in (result or {}).items()
+               if "subject" not in key and "patient" not in key
+               and (scalar(value) or isinstance(value, dict) and 0 < len(value) <= 20
+                    and all(scalar(v) for v in value.values()))]
+    return (f"rdt {job} finished in {_duration(seconds)}"
+            + (f": {'; '.join(figures)}." if figures else "."))
+
+
 class Console:
     """A context manager around one job run; see the module doc."""
 
-    def __init__(self, run_dir: str, job: str, verbose: bool = False):
+    def __init__(self, run_dir: str, job: str, verbose: bool = False, quiet: bool = False):
         stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
         self.log_path = Path(run_dir) / "logs" / f"{stamp}-{job}.log"
         self.job, self.verbose = job, verbose
+        # --verbose asks for everything; otherwise progress shows only where someone watches.
+        self.quiet = not verbose and (quiet or not _is_terminal(sys.stderr))
         self.exit_code = 0
         self._saved_stderr: int | None = None
         self._handlers: list[tuple[logging.Logger, logging.Handler]] = []
@@ -86,6 +152,8 @@ class Console:
         to_terminal = logging.StreamHandler(terminal)
         to_terminal.setFormatter(logging.Formatter(CONSOLE_FORMAT, "%H:%M:%S"))
         to_terminal.addFilter(_JobName())
+        if self.quiet:  # the log file still gets every line
+            to_terminal.setLevel(logging.WARNING)
         self._label = _current_job.set(self.job)
         root = logging.getLogger()
         root.setLevel(min(root.level or logging.INFO, logging.INFO))
@@ -100,6 +168,10 @@ class Console:
     def _attach(self, logger: logging.Logger, handler: logging.Handler) -> None:
         logger.addHandler(handler)
         self._handlers.append((logger, handler))
+
+    def summary(self, paragraph: str) -> None:
+        """The job's closing paragraph, on the terminal even when quiet (and in the log)."""
+        self.fail(paragraph)
 
     def fail(self, message: str) -> None:
         """One line for the user (the log keeps the same line)."""

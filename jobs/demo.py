@@ -9,9 +9,9 @@ from dataclasses import dataclass
 
 from pyspark.sql import functions as F
 
-from jobs import context, generate, query
+from jobs import context, generate, query, report
 from jobs.config import Config
-from jobs.console import labelled
+from jobs.console import Progress, labelled
 from jobs.job import Job, option
 from jobs.registry import FLOW
 from rdt_spark.lake import read_table
@@ -40,6 +40,7 @@ def run(cfg: Config, opts: Options) -> dict:
     started = time.time()
     steps = len(FLOW) + 1
     results = {}
+    progress = Progress(log, steps, "stages", every=0)
     for number, job in enumerate(FLOW, start=1):
         job_opts = (generate.Options(opts.patients, opts.seed) if job is generate.JOB
                     else job.options())
@@ -47,11 +48,14 @@ def run(cfg: Config, opts: Options) -> dict:
         t0 = time.time()
         with labelled(job.name):
             results[job.name] = job.run(cfg, job_opts)
-        log.info(f"step {number}/{steps}: {job.name} done in {time.time() - t0:.0f}s")
+        progress.advance(detail=f"{job.name} took {time.time() - t0:.0f}s")
     subject, at = example_patient(cfg)
-    log.info(f"step {steps}/{steps}: query (one test-split patient, middle of their history)")
+    log.info(f"step {steps}/{steps}: query and report (one test-split patient, middle of their "
+             "history)")
     print()
     results["query"] = query.run(cfg, query.Options(subject=subject, time=at))
+    results["report"] = report.run(cfg, report.Options(subject=subject, time=at))
+    progress.advance(detail=f"the twin report, as a page: {results['report']['path']}")
     wall = time.time() - started
     print(f"\nDemo finished in {wall / 60:.1f} min (lake {cfg.lake}).")
     results["wall_seconds"] = wall

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
+import time
 import types
 import typing
 from collections.abc import Callable, Sequence
@@ -29,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from jobs.config import Config, load_config
-from jobs.console import Console
+from jobs.console import Console, summary_paragraph
 from rdt_spark.ingest import IngestAccountingError
 from rdt_spark.omop_source import SourceError
 from rdt_spark.settings import ConfigError
@@ -73,6 +74,9 @@ class Job:
         parser.add_argument("--lake", help="override the lake root of the config")
         parser.add_argument("--verbose", action="store_true",
                             help="show library output (Spark, Ray, ScaNN) on the console too")
+        parser.add_argument("--quiet", action="store_true",
+                            help="no progress lines, only the closing summary (the default "
+                                 "when stderr is not a terminal)")
         hints = typing.get_type_hints(self.options)
         for f in dataclasses.fields(self.options):
             kind, meta = hints[f.name], dict(f.metadata)
@@ -109,11 +113,13 @@ def run_from_args(job: Job, args: argparse.Namespace) -> int:
     except ConfigError as err:
         print(f"rdt: {err}", file=sys.stderr)
         return 2
-    console = Console(cfg.run_dir, job.name, verbose=args.verbose)
+    console = Console(cfg.run_dir, job.name, verbose=args.verbose, quiet=args.quiet)
+    started = time.monotonic()
     with console:
         try:
-            job.run(cfg, job.options_from(args))
+            result = job.run(cfg, job.options_from(args))
         except USER_ERRORS as err:
             console.fail(f"rdt {job.name}: {err}")
             return 2
+        console.summary(summary_paragraph(job.name, result, time.monotonic() - started))
     return console.exit_code

@@ -281,14 +281,25 @@ def twin_report(index: TwinIndex, subject_id: int, time: pd.Timestamp, cfg: Quer
             {"subject_id": int(r.subject_id), "prediction_time": r.prediction_time.isoformat(),
              "similarity": round(float(s), 4),
              "outcomes": {t: None if r[outcome_column(t, "censored")]
-                          else bool(r[outcome_column(t, "label")]) for t in tasks}}
-            for (_, r), s in zip(rows.iterrows(), sims, strict=True)
+                          else bool(r[outcome_column(t, "label")]) for t in tasks},
+             # what followed the matched time: the value then and at each course month
+             "course": {m: [_number(index.numeric[m][h]),
+                            *(_number(v) for v in index.course[m][h])] for m in COURSE_COLUMNS}}
+            for (_, r), h, s in zip(rows.iterrows(), hits, sims, strict=True)
         ],
+        "state": {c: _number(state[c].iloc[0]) for c in ("das28", "mtss", "age",
+                                                          "disease_years")},
+        "course_months": list(index.manifest["course_months"]),
         "events": [asdict(f) for f in answered["events"]],
         "time_to_event": asdict(answered["time_to_event"]),
         "treatment_response": [asdict(r) for r in answered["treatment_response"]],
         "course": [asdict(c) for c in answered["course"]],
     }
+
+
+def _number(x) -> float | None:
+    """A float for a report, None for a missing value."""
+    return None if x is None or pd.isna(x) else float(x)
 
 
 def _pct(x: float | None) -> str:

@@ -94,10 +94,13 @@ def test_a_job_run_as_a_script_writes_what_rdt_writes_and_keeps_the_terminal_qui
     script = _run(sys.executable, str(SCRIPTS["generate"]), "--config", str(script_config),
                   "--lake", str(tmp_path / "a"), "--patients", "12", "--seed", "5", cwd=tmp_path)
     assert script.returncode == 0, script.stderr[-3000:]
-    assert "omop.person: 12 rows" in script.stderr
+    # No terminal (a scheduler's pipe): no progress lines, one closing paragraph of what it wrote.
+    assert "rdt generate finished in" in script.stderr and "omop.person 12" in script.stderr
+    assert "omop.person: 12 rows" not in script.stderr
     assert not [c for c in LIBRARY_CHATTER if c in script.stderr], script.stderr[-3000:]
     logs = list((tmp_path / "a" / "_runs" / "logs").glob("*-generate.log"))
     assert len(logs) == 1 and "Ivy" in logs[0].read_text()  # the chatter went to the log
+    assert "omop.person: 12 rows" in logs[0].read_text()  # and so did the progress
     # `rdt generate` and the tests call the same run() with the same typed options.
     cfg = load_config(script_config, {"lake": str(tmp_path / "b")})
     generate.run(cfg, generate.Options(patients=12, seed=5))
