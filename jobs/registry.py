@@ -16,6 +16,7 @@ from jobs import (
     index,
     ingest,
     query,
+    serve,
     states,
     tokenize_events,
     train,
@@ -25,5 +26,5 @@ from jobs.job import Job
 # source -> silver -> gold -> model -> embeddings -> index -> evaluation (../shared/DESIGN.md)
 FLOW: list[Job] = [generate.JOB, ingest.JOB, tokenize_events.JOB, states.JOB, train.JOB,
                    embed.JOB, index.JOB, evaluate.JOB]
-TOOLS: list[Job] = [query.JOB, forecast.JOB, cohort.JOB, export_meds.JOB]
+TOOLS: list[Job] = [query.JOB, serve.JOB, forecast.JOB, cohort.JOB, export_meds.JOB]
 JOBS: dict[str, Job] = {job.name: job for job in FLOW + TOOLS}

@@ -45,6 +45,8 @@ from ray_training.index import (
 
 SCORES_PER_CHUNK = 1 << 24  # query x row scores held at once by an exact search (64 MiB)
 POOL_FACTOR = 2  # a shard's pool: this x k x rows per patient
+WIDEN_MARGIN = 3.0  # a widened pool: the pool / allowed share x this
+MAX_POOL = 8192  # wider than this, an exact search of the allowed rows is as cheap
 
 
 @dataclass(frozen=True)
@@ -230,37 +232,56 @@ class TwinIndex:
     def _search_shard(self, shard: Shard, queries: np.ndarray, exclude: np.ndarray, k: int,
                       questions: dict[str, Question], one_per_patient: bool, exact: bool,
                       found: dict) -> None:
+        """Per question: each query's k nearest allowed rows from the shard's pool (one ScaNN
+        search shared by every question); a query whose pool holds too few allowed rows (a
+        selective filter) gets a pool widened by the inverse of the allowed share, then, if
+        that is still short or too wide, an exact search of the allowed rows."""
         n = shard.stop - shard.start
         per_patient = n / max(shard.subjects, 1) if one_per_patient else 1.0
         pool = min(n, int(math.ceil(POOL_FACTOR * k * per_patient)) + int(per_patient) + 1)
-        exhaustive = pool >= n
         subjects = self.subject[shard.start:shard.stop]
-        pool_rows = pool_sims = None
+        pooled: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}  # size -> pool
+
+        def pool_of(size: int, which: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+            if size not in pooled or not np.isin(which, pooled[size][0]).all():
+                # A pool w times wider holds neighbours about sqrt(w) times further out.
+                leaves = min(shard.leaves, int(math.ceil(
+                    shard.leaves_searched * math.sqrt(size / pool))))
+                rows, sims = self._pool(shard, queries[which], size, exact, leaves)
+                pooled[size] = (which, rows, sims)
+            return pooled[size]
+
         for name, question in questions.items():
             allowed = question.allowed[shard.start:shard.stop]
             count = int(allowed.sum())
             if count == 0:
                 continue
             pending = np.arange(len(queries))
-            if count > pool or exhaustive:
-                if pool_rows is None:
-                    pool_rows, pool_sims = self._pool(shard, queries, pool, exact)
-                pending = []
-                for q in range(len(queries)):
-                    local = pool_rows[q]
+            sizes = [pool] if count > pool and pool < n else []
+            wide = int(math.ceil(pool * n / count * WIDEN_MARGIN))
+            if sizes and wide <= min(MAX_POOL, n // 2):
+                sizes.append(wide)
+            for size in sizes:
+                which, pool_rows, pool_sims = pool_of(size, pending)
+                position = {int(q): i for i, q in enumerate(which)}
+                short = []
+                for q in pending:
+                    local = pool_rows[position[int(q)]]
                     keep = local >= 0
                     local = local[keep]
                     ok = (subjects[local] != exclude[q]) & question.admits(q, local + shard.start)
-                    rows, sims = local[ok], pool_sims[q][keep][ok]
+                    rows, sims = local[ok], pool_sims[position[int(q)]][keep][ok]
                     if one_per_patient:
                         _, first = np.unique(subjects[rows], return_index=True)
                         first.sort()
                         rows, sims = rows[first], sims[first]
-                    if len(rows) >= k or exhaustive:
+                    if len(rows) >= k:
                         found[name][q].append((rows[:k] + shard.start, sims[:k]))
                     else:
-                        pending.append(q)
-                pending = np.asarray(pending, dtype=np.int64)
+                        short.append(q)
+                pending = np.asarray(short, dtype=np.int64)
+                if not len(pending):
+                    break
             if len(pending):
                 subset = np.flatnonzero(allowed)
                 for q, rows, sims in _exact(queries[pending], shard, subjects, subset,
@@ -268,15 +289,15 @@ class TwinIndex:
                                             pending):
                     found[name][q].append((rows + shard.start, sims))
 
-    def _pool(self, shard: Shard, queries: np.ndarray, size: int,
-              exact: bool) -> tuple[np.ndarray, np.ndarray]:
+    def _pool(self, shard: Shard, queries: np.ndarray, size: int, exact: bool,
+              leaves: int) -> tuple[np.ndarray, np.ndarray]:
         """Each query's ``size`` nearest rows of the shard (local positions, -1 for none)."""
         if exact or not shard.leaves:
             pairs = list(_top_rows(queries, shard, size))
             return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
         # AH scores a shortlist that reordering then trims: the shortlist must hold `size`.
         idx, distances = shard.searcher.search_batched(
-            queries, final_num_neighbors=size, leaves_to_search=shard.leaves_searched,
+            queries, final_num_neighbors=size, leaves_to_search=leaves,
             pre_reorder_num_neighbors=max(size, self.manifest["config"]["reorder"]))
         idx = np.asarray(idx, dtype=np.int64)
         return idx, (1 - np.asarray(distances, dtype=np.float32) / 2)

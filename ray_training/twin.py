@@ -261,6 +261,14 @@ def twin_report(index: TwinIndex, subject_id: int, time: pd.Timestamp, cfg: Quer
                 filters: Filters | None = None) -> dict:
     """Everything the twin says about one patient at one time, as a plain dict."""
     at, vector, state = query_point(index.manifest, subject_id, time)
+    return twin_report_at(index, subject_id, time, at, vector, state, cfg, filters)
+
+
+def twin_report_at(index: TwinIndex, subject_id: int, time: pd.Timestamp, at: pd.Timestamp,
+                   vector: np.ndarray, state: pd.DataFrame, cfg: QueryConfig,
+                   filters: Filters | None = None) -> dict:
+    """``twin_report`` from the query point already looked up (``query_point``): its prediction
+    time ``at``, its embedding and its state (one row of ``STATE_FEATURES``)."""
     asked = questions(index, cfg, filters, state["das28"].to_numpy(float))
     found = index.search(index.to_space(vector[None, :], state), np.array([subject_id]), cfg.k,
                          asked, cfg.one_point_per_patient, cfg.exact)
