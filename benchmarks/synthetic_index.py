@@ -20,6 +20,7 @@ import numpy as np
 import pyarrow as pa
 from deltalake import write_deltalake
 
+from ray_training.cluster import RayConfig, connect
 from ray_training.index import IndexConfig, Sources, build_index
 
 POINTS_PER_PATIENT = 8
@@ -115,12 +116,15 @@ def write_tables(root: Path, patients: int, dim: int, seed: int = 0,
 
 def build(root: str | Path, patient_times: int, dim: int, cfg: IndexConfig, seed: int = 0,
           query_patients: int = 0) -> tuple[Path, Sources, dict]:
-    """Write the tables and build the index of ``patient_times`` reference rows under
-    ``root/run``; returns the run dir, the tables and the drawn arrays."""
+    """Write the tables under ``root/lake`` and build the index of ``patient_times`` reference
+    rows in its default run dir, ``root/lake/_runs`` (so ``rdt serve --lake root/lake`` serves
+    it); returns the run dir, the tables and the drawn arrays."""
     root = Path(root)
     shutil.rmtree(root, ignore_errors=True)
     root.mkdir(parents=True)
     sources, drawn = write_tables(root / "lake", patient_times // POINTS_PER_PATIENT, dim, seed,
                                   query_patients)
-    build_index(sources, CATALOGUE, TASK, cfg, str(root / "run"))
-    return root / "run", sources, drawn
+    run_dir = root / "lake" / "_runs"
+    connect(RayConfig())  # build_index runs a Ray task per shard
+    build_index(sources, CATALOGUE, TASK, cfg, str(run_dir))
+    return run_dir, sources, drawn

@@ -26,6 +26,7 @@ class Options:
 
 def run(cfg: Config, opts: Options) -> dict:
     import uvicorn
+    from threadpoolctl import threadpool_limits
 
     from ray_training.service import TwinState, create_app, service_token
 
@@ -33,6 +34,7 @@ def run(cfg: Config, opts: Options) -> dict:
         token = service_token(cfg.serve)
     except PermissionError as err:
         raise JobFailed(str(err)) from None
+    threadpool_limits(1)  # requests run in parallel: one BLAS thread each, no oversubscription
     state = TwinState(cfg.run_dir, cfg.query, cfg.privacy, cfg.serve)
     state.watch()
     host, port = opts.host or cfg.serve.host, opts.port or cfg.serve.port
