@@ -46,6 +46,11 @@ def rss_gib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
+def current_rss_gib() -> float:
+    status = Path("/proc/self/status").read_text()
+    return int(status.split("VmRSS:")[1].split()[0]) / 2**20
+
+
 def exact_top(db: np.ndarray, half_norms: np.ndarray, queries: np.ndarray) -> tuple[list, float]:
     """Each query's K nearest rows by exact search, one query at a time, and queries/s."""
     start, found = time.perf_counter(), []
@@ -123,7 +128,10 @@ def main() -> None:
     build_s = time.perf_counter() - start
     print(f"built {args.patient_times:,} x {dim} (search space {dim + len(STATE_FEATURES)}) in "
           f"{build_s:.0f} s (peak RSS {rss_gib():.1f} GiB)", flush=True)
+    before = current_rss_gib()
     index = TwinIndex.current(str(run_dir))
+    np.asarray(index.shards[0].vectors).sum()  # touch the memory-mapped vectors
+    loaded_gib = current_rss_gib() - before
     shard = index.shards[0]
     assets = sum(f.stat().st_size for f in (index.dir / "shard-0" / "scann").iterdir())
     vectors_bytes = np.asarray(shard.vectors).nbytes
@@ -190,7 +198,8 @@ def main() -> None:
             f"reorder {best[1]})" if best else "no setting reached recall 0.95"
     print(f"ann: n={args.patient_times} dim={dim}+{len(STATE_FEATURES)} build_s={build_s:.0f} "
           f"scann_assets_mib={assets / 2**20:.0f} vectors_mib={vectors_bytes / 2**20:.0f} "
-          f"peak_rss_gib={rss_gib():.1f} exact_qps={exact_qps:.1f} exact_1thread_qps={exact_1t_qps:.1f} "
+          f"loaded_index_gib={loaded_gib:.2f} driver_peak_rss_gib={rss_gib():.1f} "
+          f"exact_qps={exact_qps:.1f} exact_1thread_qps={exact_1t_qps:.1f} "
           f"exact_batched_qps={batched_qps:.1f} configured_recall={configured[0]:.3f} "
           f"configured_qps={configured[1]:.0f} configured_ratio={configured[1] / exact_qps:.0f}x "
           f"best={ratio} filtered_5pct_recall={filtered_recall:.3f} "

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +46,7 @@ from ray_training.index import (
 SCORES_PER_CHUNK = 1 << 24  # query x row scores held at once by an exact search (64 MiB)
 POOL_FACTOR = 2  # a shard's pool: this x k x rows per patient
 WIDEN_MARGIN = 3.0  # a widened pool: the pool / allowed share x this
+WIDEN_LEAVES = 0.75  # measured: recall 0.98 at a 5% filter (benchmarks/ann.py)
 MAX_POOL = 8192  # wider than this, an exact search of the allowed rows is as cheap
 
 
@@ -76,6 +77,13 @@ class Question:
     values: np.ndarray | None = None
     low: np.ndarray | None = None
     high: np.ndarray | None = None
+    _counts: dict[tuple[int, int], int] = field(default_factory=dict, repr=False)
+
+    def count(self, start: int, stop: int) -> int:
+        """Allowed rows in [start, stop), counted once per question and shard."""
+        if (start, stop) not in self._counts:
+            self._counts[start, stop] = int(self.allowed[start:stop].sum())
+        return self._counts[start, stop]
 
     def admits(self, q: int, rows: np.ndarray) -> np.ndarray:
         ok = self.allowed[rows]
@@ -154,6 +162,7 @@ class TwinIndex:
     def _prepare(self) -> None:
         """Column arrays the filters and forecasts read, and each shard's patient segments."""
         r = self.rows
+        self._usable: dict[str, np.ndarray] = {}
         self.subject = r["subject_id"].to_numpy(np.int64)
         self.time_us = r["prediction_time"].to_numpy("datetime64[us]").astype(np.int64)
         self.classes = sorted({c for col in ("current_classes", "past_classes") if col in r
@@ -162,7 +171,8 @@ class TwinIndex:
                                         self.classes)
         self.past_bits = _class_bits(r.get("past_classes", pd.Series([None] * len(r))),
                                      self.classes)
-        self.sex = r["sex"].to_numpy(object) if "sex" in r else np.full(len(r), None)
+        # Fixed-width strings ("" unknown): a filter compares them without a Python loop.
+        self.sex = r["sex"].fillna("").to_numpy("U1") if "sex" in r else np.full(len(r), "")
         self.seropositive = r["seropositive"].map({True: 1.0, False: 0.0}).to_numpy(float) \
             if "seropositive" in r else np.full(len(r), np.nan)
         self.numeric = {c: r[c].to_numpy(float) if c in r else np.full(len(r), np.nan)
@@ -178,8 +188,19 @@ class TwinIndex:
         return self.manifest["default_task"]
 
     def usable(self, task: str) -> np.ndarray:
-        """Rows whose outcome for ``task`` is known (not censored)."""
-        return ~self.rows[outcome_column(task, "censored")].to_numpy(bool)
+        """Rows whose outcome for ``task`` is known (not censored); computed once, read-only."""
+        if task not in self._usable:
+            self._usable[task] = ~self.rows[outcome_column(task, "censored")].to_numpy(bool)
+            self._usable[task].flags.writeable = False
+        return self._usable[task]
+
+    def course_known(self, measure: str, position: int) -> np.ndarray:
+        """Rows with a known ``measure`` at the course's ``position``-th month; read-only."""
+        key = f"{measure}@{position}"
+        if key not in self._usable:
+            self._usable[key] = ~np.isnan(self.course[measure][:, position])
+            self._usable[key].flags.writeable = False
+        return self._usable[key]
 
     def allowed(self, filters: Filters | None) -> np.ndarray:
         """The rows ``filters`` admit."""
@@ -244,16 +265,15 @@ class TwinIndex:
 
         def pool_of(size: int, which: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             if size not in pooled or not np.isin(which, pooled[size][0]).all():
-                # A pool w times wider holds neighbours about sqrt(w) times further out.
+                # A pool w times wider reaches further out: search w ** WIDEN_LEAVES more leaves.
                 leaves = min(shard.leaves, int(math.ceil(
-                    shard.leaves_searched * math.sqrt(size / pool))))
+                    shard.leaves_searched * (size / pool) ** WIDEN_LEAVES)))
                 rows, sims = self._pool(shard, queries[which], size, exact, leaves)
                 pooled[size] = (which, rows, sims)
             return pooled[size]
 
         for name, question in questions.items():
-            allowed = question.allowed[shard.start:shard.stop]
-            count = int(allowed.sum())
+            count = question.count(shard.start, shard.stop)
             if count == 0:
                 continue
             pending = np.arange(len(queries))
@@ -283,7 +303,7 @@ class TwinIndex:
                 if not len(pending):
                     break
             if len(pending):
-                subset = np.flatnonzero(allowed)
+                subset = np.flatnonzero(question.allowed[shard.start:shard.stop])
                 for q, rows, sims in _exact(queries[pending], shard, subjects, subset,
                                             exclude[pending], k, one_per_patient, question,
                                             pending):

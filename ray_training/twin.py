@@ -61,12 +61,14 @@ def questions(index: TwinIndex, cfg: QueryConfig, filters: Filters | None,
     ``closed_before_us`` (a temporal evaluation) admits, for a task, only rows whose outcome
     window closed before it, as a registry deploying the twin at that date would have known.
     """
-    base = index.allowed(filters)
+    unfiltered = filters is None or not filters.describe()
+    base = index.allowed(None if unfiltered else filters)
     asked = {ALL: Question(base)}
     for task, meta in index.manifest["catalogue"].items():
-        ok = base & index.usable(task)
+        # Unfiltered, a question's rows are the index's own (cached) masks: nothing to combine.
+        ok = index.usable(task) if unfiltered else base & index.usable(task)
         if closed_before_us is not None:
-            ok &= index.time_us + int(meta["window_days"]) * DAY_US <= closed_before_us
+            ok = ok & (index.time_us + int(meta["window_days"]) * DAY_US <= closed_before_us)
         if meta["drug_class"] and cfg.response_das28_window > 0:
             w = cfg.response_das28_window
             asked[task] = Question(ok, index.numeric["das28"], query_das28 - w, query_das28 + w)
@@ -74,8 +76,9 @@ def questions(index: TwinIndex, cfg: QueryConfig, filters: Filters | None,
             asked[task] = Question(ok)
     for measure in COURSE_COLUMNS:
         for i, month in enumerate(index.manifest["course_months"]):
-            asked[course_question(measure, month)] = Question(base & ~np.isnan(
-                index.course[measure][:, i]))
+            known = index.course_known(measure, i)
+            asked[course_question(measure, month)] = Question(known if unfiltered
+                                                              else base & known)
     return asked
 
 
@@ -275,8 +278,10 @@ def twin_report_at(index: TwinIndex, subject_id: int, time: pd.Timestamp, at: pd
     per_question = {name: found[name][0] for name in asked}
     answered = answers(index, per_question, cfg)
     hits, sims = per_question[ALL]
-    rows = index.rows.iloc[hits]
+    times = index.rows["prediction_time"].iloc[hits]
     tasks = [t for t, meta in index.manifest["catalogue"].items() if not meta["drug_class"]]
+    outcomes = {t: (~index.usable(t)[hits],
+                    index.rows[outcome_column(t, "label")].to_numpy(bool)[hits]) for t in tasks}
     return {
         "subject_id": int(subject_id),
         "requested_time": time.isoformat(),
@@ -286,11 +291,11 @@ def twin_report_at(index: TwinIndex, subject_id: int, time: pd.Timestamp, at: pd
         "k": cfg.k,
         "filters": (filters or Filters()).describe(),
         "neighbours": [
-            {"subject_id": int(r.subject_id), "prediction_time": r.prediction_time.isoformat(),
+            {"subject_id": int(index.subject[row]), "prediction_time": at_.isoformat(),
              "similarity": round(float(s), 4),
-             "outcomes": {t: None if r[outcome_column(t, "censored")]
-                          else bool(r[outcome_column(t, "label")]) for t in tasks}}
-            for (_, r), s in zip(rows.iterrows(), sims, strict=True)
+             "outcomes": {t: None if censored[i] else bool(label[i])
+                          for t, (censored, label) in outcomes.items()}}
+            for i, (row, at_, s) in enumerate(zip(hits, times, sims, strict=True))
         ],
         "events": [asdict(f) for f in answered["events"]],
         "time_to_event": asdict(answered["time_to_event"]),
