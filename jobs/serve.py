@@ -12,8 +12,11 @@ import logging
 import sys
 from dataclasses import dataclass
 
+import pandas as pd
+
 from jobs.config import Config
 from jobs.job import Job, JobFailed, option
+from ray_training.index import STATE_FEATURES
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +25,54 @@ log = logging.getLogger(__name__)
 class Options:
     host: str | None = option("address to listen on (default from config: loopback)")
     port: int | None = option("port to listen on (default from config)")
+
+
+def new_patient_encoder(cfg: Config, model_version: str):
+    """New-patient queries by the batch path's code (``rdt_spark.new_patient``): silver.events
+    rows -> ``build_timelines`` with gold.vocab and ``states_and_trajectories`` on Spark, then
+    the pinned model's ``Embedder``; returns a ``service.NewPatientEncoder``."""
+    import json
+
+    import numpy as np
+
+    from jobs import context
+    from ray_training.embed import EMBED_COLUMNS, Embedder
+    from ray_training.service import QueryPoints
+    from ray_training.train import CONFIG_FILE, models
+    from rdt_spark import new_patient
+    from rdt_spark.lake import read_table
+    from rdt_spark.tasks import load_tasks
+    from rdt_spark.vocab import vocab_version
+
+    model_dir = models(cfg.run_dir).path(model_version)
+    trained_on = json.loads((model_dir / CONFIG_FILE).read_text())["vocab_version"]
+    spark = context.spark(cfg)
+    vocab = read_table(spark, cfg.lake, "gold.vocab").cache()
+    if vocab_version(vocab) != trained_on:
+        raise JobFailed(f"gold.vocab is not the vocabulary model {model_version} was trained "
+                        f"on ({trained_on}): re-run rdt train, embed and index")
+    embedder, fractions = Embedder(str(model_dir)), cfg.tokenize.split_fractions
+    drug_classes = load_tasks(cfg.tokenize.tasks_file).drug_classes
+
+    def encode(events) -> QueryPoints:
+        rows = new_patient.request_events(spark, events)
+        timeline = new_patient.patient_timeline(rows, vocab, fractions,
+                                                cfg.tokenize.max_timeline_events,
+                                                cfg.model.max_seq_len)
+        if timeline is None or not timeline["prediction_times"]:
+            return QueryPoints(np.empty(0), np.empty(0), np.empty((0, 0)),
+                               pd.DataFrame(columns=list(STATE_FEATURES)))
+        batch = {c: np.array([timeline[c]], dtype=object) for c in EMBED_COLUMNS}
+        for c in ("times", "prediction_times"):  # UTC microseconds, None for static facts
+            batch[c][0] = np.array(timeline[c], dtype="datetime64[us]")
+        embedded = embedder(batch).to_pandas()
+        at_us = embedded["prediction_time"].to_numpy("datetime64[us]").astype(np.int64)
+        states = new_patient.patient_states(rows, cfg.states, drug_classes, fractions)
+        states = pd.DataFrame({"at_us": at_us}).merge(states, on="at_us", how="left")
+        return QueryPoints(embedded["subject_id"].to_numpy(), at_us,
+                           np.stack(embedded["embedding"].to_numpy()), states)
+
+    return encode
 
 
 def run(cfg: Config, opts: Options) -> dict:
@@ -41,9 +92,11 @@ def run(cfg: Config, opts: Options) -> dict:
     manifest = state.loaded.index.manifest
     log.info(f"serving index {manifest['index_version']} ({manifest['rows']:,} patient-times) "
              f"on http://{host}:{port} (OpenAPI at /docs)")
+    encoder = new_patient_encoder(cfg, manifest["model_version"]) if cfg.serve.new_patients \
+        else None
     try:
-        uvicorn.run(create_app(state, token), host=host, port=port, log_config=None,
-                    access_log=False)
+        uvicorn.run(create_app(state, token, encoder=encoder), host=host, port=port,
+                    log_config=None, access_log=False)
     finally:
         state.close()
     return {"index_version": manifest["index_version"], "host": host, "port": port}

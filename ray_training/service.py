@@ -33,7 +33,7 @@ import logging
 import os
 import secrets
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
@@ -46,7 +46,7 @@ from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from ray_training.disclosure import disclosed_report, shown_count
 from ray_training.index import STATE_FEATURES, indexes
@@ -64,6 +64,7 @@ class ServeConfig:
     token_env: str = "RDT_SERVE_TOKEN"  # the environment variable holding the bearer token
     max_k: int = 200  # the most neighbours per question a request may ask for
     reload_seconds: float = 5.0  # how often CURRENT is checked for a new index version
+    new_patients: bool = True  # new-patient queries (starts a local Spark session for them)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -85,6 +86,16 @@ class Range(Strict):
 
 
 ClassName = Annotated[str, Field(min_length=1, max_length=64)]
+
+
+def _plausible(time: dt.datetime) -> dt.datetime:
+    # Registry dates; anything else is a typo, and pandas timestamps end in 2262.
+    if not 1900 <= time.year <= 2200:
+        raise ValueError("must lie between the years 1900 and 2200")
+    return time
+
+
+Moment = Annotated[dt.datetime, AfterValidator(_plausible)]
 
 
 class FilterBody(Strict):
@@ -110,10 +121,28 @@ class FilterBody(Strict):
 
 class ReportBody(Strict):
     subject_id: int = Field(ge=0, le=2**62)
-    time: dt.datetime  # the latest prediction time at or before it is used
+    time: Moment  # the latest prediction time at or before it is used
     k: int | None = Field(default=None, ge=1)
     filters: FilterBody = Field(default_factory=FilterBody)
     all_points: bool = False  # allow several time points of one neighbour patient
+
+
+class EventBody(Strict):
+    """One MEDS event of a new patient (a silver.events row): static facts have no time."""
+
+    time: Moment | None = None
+    code: str = Field(min_length=1, max_length=200, pattern=r"^\S+$")
+    numeric_value: float | None = Field(default=None, allow_inf_nan=False)
+    text_value: str | None = Field(default=None, max_length=2000)
+    visit_id: int | None = Field(default=None, ge=0, le=2**62)
+
+
+class NewPatientBody(Strict):
+    events: list[EventBody] = Field(min_length=1, max_length=20000)
+    time: Moment | None = None  # default: the patient's latest prediction time
+    k: int | None = Field(default=None, ge=1)
+    filters: FilterBody = Field(default_factory=FilterBody)
+    all_points: bool = False
 
 
 class CohortBody(Strict):
@@ -124,11 +153,21 @@ class CohortBody(Strict):
 # What the service holds: the index (swappable) and the query points, loaded once.
 
 class QueryPoints:
-    """Every patient-time of the pinned gold.embeddings (the index's model version) with its
-    state from the pinned gold.patient_states, held in memory sorted by (subject, time), so a
-    report by subject and time is a binary search rather than a table scan."""
+    """Patient-times a query may start from, sorted by (subject, time): their embedding and
+    their state (``STATE_FEATURES``). ``pinned`` holds every patient-time of the index's
+    gold.embeddings version in memory, so a report by subject and time is a binary search
+    rather than a table scan; a new patient's points come from ``NewPatientEncoder``."""
 
-    def __init__(self, manifest: dict):
+    def __init__(self, subject: np.ndarray, time_us: np.ndarray, vectors: np.ndarray,
+                 states: pd.DataFrame):
+        order = np.lexsort((time_us, subject))
+        self.subject = np.asarray(subject, dtype=np.int64)[order]
+        self.time_us = np.asarray(time_us, dtype=np.int64)[order]
+        self.vectors = np.asarray(vectors, dtype=np.float32)[order]
+        self.states = states[list(STATE_FEATURES)].iloc[order].reset_index(drop=True)
+
+    @classmethod
+    def pinned(cls, manifest: dict) -> QueryPoints:
         emb = manifest["embeddings"]
         table = DeltaTable(emb["path"], version=emb["version"]).to_pyarrow_dataset().to_table(
             columns=["subject_id", "prediction_time", "embedding"],
@@ -138,17 +177,12 @@ class QueryPoints:
             .to_table(columns=["subject_id", "prediction_time", *STATE_FEATURES]).to_pandas()
         keys = pd.DataFrame({"subject_id": table["subject_id"].to_numpy(),
                              "prediction_time": table["prediction_time"].to_pandas()})
-        keys["row"] = np.arange(len(keys))
         merged = keys.merge(state, on=["subject_id", "prediction_time"], how="left")
-        merged = merged.sort_values(["subject_id", "prediction_time"], ignore_index=True)
         flat = table["embedding"].combine_chunks()
         dim = len(flat[0]) if len(flat) else 0
-        vectors = flat.flatten().to_numpy().reshape(-1, dim).astype(np.float32)
-        self.vectors = vectors[merged["row"].to_numpy()]
-        self.subject = merged["subject_id"].to_numpy(np.int64)
-        self.time_us = merged["prediction_time"].to_numpy("datetime64[us]").astype(np.int64)
-        self.times = merged["prediction_time"]
-        self.states = merged[list(STATE_FEATURES)]
+        return cls(merged["subject_id"].to_numpy(),
+                   merged["prediction_time"].to_numpy("datetime64[us]").astype(np.int64),
+                   flat.flatten().to_numpy().reshape(-1, dim), merged)
 
     def at(self, subject_id: int, time: pd.Timestamp) -> tuple[pd.Timestamp, np.ndarray,
                                                                pd.DataFrame]:
@@ -157,11 +191,17 @@ class QueryPoints:
         if lo == hi:
             raise LookupError("the patient asked for has no embeddings in the index's "
                               "gold.embeddings version")
-        last = lo + int(np.searchsorted(self.time_us[lo:hi], time.value // 1000, side="right")) - 1
+        micros = time.as_unit("us").value
+        last = lo + int(np.searchsorted(self.time_us[lo:hi], micros, side="right")) - 1
         if last < lo:
             raise LookupError(f"the patient asked for has no prediction time at or before "
                               f"{time.isoformat()}")
-        return self.times.iloc[last], self.vectors[last], self.states.iloc[[last]]
+        return (pd.Timestamp(int(self.time_us[last]), unit="us", tz="UTC"), self.vectors[last],
+                self.states.iloc[[last]])
+
+
+# A new patient's events (columns of silver.events) -> its query points.
+NewPatientEncoder = Callable[[pd.DataFrame], QueryPoints]
 
 
 @dataclass
@@ -174,7 +214,7 @@ class Loaded:
     @classmethod
     def load(cls, folder: Path) -> Loaded:
         index = TwinIndex(folder)
-        return cls(index, QueryPoints(index.manifest))
+        return cls(index, QueryPoints.pinned(index.manifest))
 
 
 class TwinState:
@@ -265,26 +305,48 @@ async def _failed(request: Request, err: Exception) -> JSONResponse:
     return JSONResponse({"detail": "internal error"}, status_code=500)
 
 
-def twin_router(state: TwinState) -> APIRouter:
+def _utc(time: dt.datetime) -> pd.Timestamp:
+    stamp = pd.Timestamp(time)
+    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+
+
+def twin_router(state: TwinState, encoder: NewPatientEncoder | None = None) -> APIRouter:
     router = APIRouter(prefix="/v1", dependencies=[Depends(require_token)])
 
-    @router.post("/twin/report", summary="A patient's twin report at a time, disclosed")
-    def report(body: ReportBody) -> dict:
-        loaded = state.loaded  # one version for the whole request, whatever a swap does
+    def answer(loaded: Loaded, points: QueryPoints, subject_id: int, time: pd.Timestamp,
+               body: ReportBody | NewPatientBody) -> dict:
         k = body.k or state.query.k
         if k > state.serve.max_k:
             raise HTTPException(422, f"body.k: at most {state.serve.max_k}")
         cfg = dataclasses.replace(state.query, k=k, one_point_per_patient=(
             state.query.one_point_per_patient and not body.all_points))
-        time = pd.Timestamp(body.time)
-        time = time.tz_localize("UTC") if time.tzinfo is None else time.tz_convert("UTC")
         try:
-            at, vector, point_state = loaded.points.at(body.subject_id, time)
+            at, vector, point_state = points.at(subject_id, time)
         except LookupError as err:
             raise HTTPException(404, str(err)) from None
-        raw = twin_report_at(loaded.index, body.subject_id, time, at, vector, point_state, cfg,
+        raw = twin_report_at(loaded.index, subject_id, time, at, vector, point_state, cfg,
                              body.filters.filters())
         return disclosed_report(raw, state.privacy, state.key, cfg.min_cell_size)
+
+    @router.post("/twin/report", summary="A patient's twin report at a time, disclosed")
+    def report(body: ReportBody) -> dict:
+        loaded = state.loaded  # one version for the whole request, whatever a swap does
+        return answer(loaded, loaded.points, body.subject_id, _utc(body.time), body)
+
+    if encoder is not None:
+        @router.post("/twin/new-patient", summary="The twin report of a patient not in the "
+                     "lake, from MEDS events: tokenized and encoded as the batch path does")
+        def new_patient(body: NewPatientBody) -> dict:
+            loaded = state.loaded
+            events = pd.DataFrame([e.model_dump() for e in body.events])
+            points = encoder(events)
+            if not len(points.subject):
+                raise HTTPException(422, "body.events: no visit day to predict from (events "
+                                         "need a time and a visit_id)")
+            time = (_utc(body.time) if body.time is not None
+                    else pd.Timestamp(int(points.time_us[-1]), unit="us", tz="UTC"))
+            report = answer(loaded, points, int(points.subject[0]), time, body)
+            return {**report, "patient": "new patient (not in the lake)"}
 
     @router.post("/cohort/count", summary="Patients and patient-times of the reference "
                                           "population a filter admits, disclosed")
@@ -300,9 +362,11 @@ def twin_router(state: TwinState) -> APIRouter:
     return router
 
 
-def create_app(state: TwinState, token: str, routers: Sequence[APIRouter] = ()) -> FastAPI:
+def create_app(state: TwinState, token: str, routers: Sequence[APIRouter] = (),
+               encoder: NewPatientEncoder | None = None) -> FastAPI:
     """The service's app over a loaded ``TwinState``; ``routers`` (e.g. an HTML report's) are
-    mounted beside the twin's and may guard themselves with ``Depends(require_token)``."""
+    mounted beside the twin's and may guard themselves with ``Depends(require_token)``;
+    ``encoder`` (``jobs.serve.new_patient_encoder``) enables new-patient queries."""
     app = FastAPI(title="Rheumatic Digital Twin", version="1",
                   description="Twin reports, cohort counts and new-patient queries over the "
                               "published ScaNN index. Every response is disclosed: pseudonyms, "
@@ -315,7 +379,7 @@ def create_app(state: TwinState, token: str, routers: Sequence[APIRouter] = ()) 
     def health() -> dict:
         return {"status": "ok", "index_version": state.loaded.index.manifest["index_version"]}
 
-    app.include_router(twin_router(state))
+    app.include_router(twin_router(state, encoder))
     for router in routers:
         app.include_router(router)
     return app

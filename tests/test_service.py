@@ -8,12 +8,14 @@ import time
 
 import httpx
 import numpy as np
+import pandas as pd
 import pytest
 import uvicorn
 from deltalake import DeltaTable
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from ray_training.index import state_features
 from ray_training.service import ServeConfig, TwinState, create_app, service_token
 
 TOKEN = "test-token-0123456789"
@@ -54,10 +56,26 @@ def state(flow):
 
 
 @pytest.fixture(scope="module")
-def served(state):
-    with Server(create_app(state, TOKEN)) as server, httpx.Client(base_url=server.url,
-                                                                  timeout=60) as client:
+def encoder(flow, state):
+    from jobs.serve import new_patient_encoder
+
+    cfg, _ = flow
+    return new_patient_encoder(cfg, state.loaded.index.manifest["model_version"])
+
+
+@pytest.fixture(scope="module")
+def served(state, encoder):
+    with Server(create_app(state, TOKEN, encoder=encoder)) as server, httpx.Client(
+            base_url=server.url, timeout=120) as client:
         yield client
+
+
+def _lake_events(cfg, subject: int) -> pd.DataFrame:
+    from jobs import context
+
+    events = DeltaTable(context.path(cfg, "silver.events")).to_pandas(
+        filters=[("subject_id", "=", subject)])
+    return events.drop(columns=["subject_id", "ingest_run_id"])
 
 
 @pytest.fixture(scope="module")
@@ -144,7 +162,8 @@ def test_an_unknown_patient_is_404_without_its_id(served):
 
 def test_the_openapi_spec_lists_every_endpoint(served):
     spec = served.get("/openapi.json").json()
-    assert {"/health", "/v1/twin/report", "/v1/cohort/count"} <= set(spec["paths"])
+    assert {"/health", "/v1/twin/report", "/v1/cohort/count", "/v1/twin/new-patient"} <= set(
+        spec["paths"])
 
 
 def test_the_service_refuses_to_start_without_a_token(monkeypatch):
@@ -159,15 +178,56 @@ JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st
                     lambda inner: st.lists(inner, max_size=4)
                     | st.dictionaries(st.text(max_size=12), inner, max_size=4), max_leaves=12)
 FIELDS = st.sampled_from(["subject_id", "time", "k", "filters", "all_points", "sex", "age",
-                          "low", "high", "on", "had", "das28", "seropositive"])
-BODIES = st.one_of(JSON, st.dictionaries(FIELDS, JSON, max_size=6), st.fixed_dictionaries(
+                          "low", "high", "on", "had", "das28", "seropositive", "events", "code",
+                          "numeric_value", "visit_id"])
+EVENTS = st.fixed_dictionaries({"events": st.lists(st.dictionaries(FIELDS, JSON, max_size=4)
+                                                  | st.fixed_dictionaries(
+    {"code": st.text(min_size=1, max_size=12)},
+    optional={"time": st.datetimes().map(str), "visit_id": st.integers(-2, 3),
+              "numeric_value": st.floats() | JSON}), max_size=4)},
+    optional={"time": st.datetimes().map(str) | JSON, "k": st.integers(-5, 500)})
+BODIES = st.one_of(JSON, EVENTS, st.dictionaries(FIELDS, JSON, max_size=6), st.fixed_dictionaries(
     {"subject_id": st.integers(-10, 2**63) | JSON, "time": st.datetimes().map(str) | JSON},
     optional={"k": st.integers(-5, 500), "filters": st.dictionaries(FIELDS, JSON, max_size=4),
               "all_points": JSON}))
 
 
+def test_a_lake_patient_encoded_on_the_fly_matches_the_batch_embedding_and_state(
+        flow, state, encoder, patient):
+    cfg, _ = flow
+    points = encoder(_lake_events(cfg, patient[0]))
+    manifest = state.loaded.index.manifest
+    batch = state.loaded.points
+    lo, hi = np.searchsorted(batch.subject, [patient[0], patient[0] + 1])
+    assert hi - lo >= 2 and len(points.subject) == hi - lo
+    assert (points.time_us == batch.time_us[lo:hi]).all()
+    np.testing.assert_allclose(points.vectors, batch.vectors[lo:hi], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(state_features(points.states),
+                               state_features(batch.states.iloc[lo:hi]), equal_nan=True)
+    assert manifest["model_version"]  # the pinned model encoded both
+
+
+def test_a_new_patient_query_answers_a_disclosed_report(served, flow, patient):
+    cfg, _ = flow
+    events = _lake_events(cfg, patient[0]).drop(columns=["source_table", "source_row_id"])
+    body = {"events": [{k: (None if pd.isna(v) else v.isoformat() if k == "time" else v)
+                        for k, v in row.items()}
+                       for row in events.to_dict("records")]}
+    answer = served.post("/v1/twin/new-patient", json=body, headers=AUTH)
+    assert answer.status_code == 200, answer.text
+    report = answer.json()
+    assert report["patient"] == "new patient (not in the lake)" and report["events"]
+    statics = served.post("/v1/twin/new-patient", headers=AUTH,
+                          json={"events": [{"code": "Gender/F"}]})
+    assert statics.status_code == 422 and "body.events" in statics.text
+    bad = served.post("/v1/twin/new-patient", headers=AUTH,
+                      json={"events": [{"code": "LOINC/1", "numeric_value": "high"}]})
+    assert bad.status_code == 422 and "body.events.0.numeric_value" in bad.text
+
+
 @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
-@given(path=st.sampled_from(["/v1/twin/report", "/v1/cohort/count"]), body=BODIES,
+@given(path=st.sampled_from(["/v1/twin/report", "/v1/cohort/count", "/v1/twin/new-patient"]),
+       body=BODIES,
        raw=st.booleans(), text=st.binary(max_size=40))
 def test_malformed_requests_never_get_a_server_error(served, path, body, raw, text):
     if raw:
