@@ -174,9 +174,13 @@ def test_the_service_refuses_to_start_without_a_token(monkeypatch):
     assert service_token(ServeConfig()) == TOKEN
 
 
+def _nested(inner: st.SearchStrategy) -> st.SearchStrategy:
+    return st.one_of(st.lists(inner, max_size=4),
+                     st.dictionaries(st.text(max_size=12), inner, max_size=4))
+
+
 JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
-                    lambda inner: st.lists(inner, max_size=4)
-                    | st.dictionaries(st.text(max_size=12), inner, max_size=4), max_leaves=12)
+                    _nested, max_leaves=12)
 FIELDS = st.sampled_from(["subject_id", "time", "k", "filters", "all_points", "sex", "age",
                           "low", "high", "on", "had", "das28", "seropositive", "events", "code",
                           "numeric_value", "visit_id"])
