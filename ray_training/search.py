@@ -47,6 +47,7 @@ SCORES_PER_CHUNK = 1 << 24  # query x row scores held at once by an exact search
 POOL_FACTOR = 2  # a shard's pool: this x k x rows per patient
 WIDEN_MARGIN = 3.0  # a widened pool: the pool / allowed share x this
 WIDEN_LEAVES = 0.75  # measured: recall 0.98 at a 5% filter (benchmarks/ann.py)
+POOL_LEAVES = 3.0  # a pool searches leaves holding at least this x its rows
 MAX_POOL = 8192  # wider than this, an exact search of the allowed rows is as cheap
 
 
@@ -265,9 +266,12 @@ class TwinIndex:
 
         def pool_of(size: int, which: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             if size not in pooled or not np.isin(which, pooled[size][0]).all():
-                # A pool w times wider reaches further out: search w ** WIDEN_LEAVES more leaves.
-                leaves = min(shard.leaves, int(math.ceil(
-                    shard.leaves_searched * (size / pool) ** WIDEN_LEAVES)))
+                # A pool w times wider reaches further out: search w ** WIDEN_LEAVES more leaves,
+                # and never fewer leaves than hold POOL_LEAVES times the pool's rows (a pool
+                # from a few small leaves can hold k patients that are not the nearest).
+                leaves = min(shard.leaves, int(math.ceil(max(
+                    shard.leaves_searched * (size / pool) ** WIDEN_LEAVES,
+                    POOL_LEAVES * size * shard.leaves / n))))
                 rows, sims = self._pool(shard, queries[which], size, exact, leaves)
                 pooled[size] = (which, rows, sims)
             return pooled[size]
