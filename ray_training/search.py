@@ -164,6 +164,9 @@ class TwinIndex:
         """Column arrays the filters and forecasts read, and each shard's patient segments."""
         r = self.rows
         self._usable: dict[str, np.ndarray] = {}
+        self.question_counts: dict[str, dict] = {}  # per question over unfiltered masks (twin.py)
+        self.everyone = np.ones(len(r), bool)
+        self.everyone.flags.writeable = False
         self.subject = r["subject_id"].to_numpy(np.int64)
         self.time_us = r["prediction_time"].to_numpy("datetime64[us]").astype(np.int64)
         self.classes = sorted({c for col in ("current_classes", "past_classes") if col in r

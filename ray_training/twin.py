@@ -62,23 +62,31 @@ def questions(index: TwinIndex, cfg: QueryConfig, filters: Filters | None,
     window closed before it, as a registry deploying the twin at that date would have known.
     """
     unfiltered = filters is None or not filters.describe()
-    base = index.allowed(None if unfiltered else filters)
-    asked = {ALL: Question(base)}
+    # Unfiltered and without a cutoff, every question's rows are the index's own (cached,
+    # read-only) masks, the same for every query: their per-shard counts are kept with them.
+    shared = index.question_counts if unfiltered and closed_before_us is None else None
+
+    def ask(name: str, allowed: np.ndarray, *band: np.ndarray) -> Question:
+        if shared is None:
+            return Question(allowed, *band)
+        return Question(allowed, *band, _counts=shared.setdefault(name, {}))
+
+    base = index.everyone if unfiltered else index.allowed(filters)
+    asked = {ALL: ask(ALL, base)}
     for task, meta in index.manifest["catalogue"].items():
-        # Unfiltered, a question's rows are the index's own (cached) masks: nothing to combine.
         ok = index.usable(task) if unfiltered else base & index.usable(task)
         if closed_before_us is not None:
             ok = ok & (index.time_us + int(meta["window_days"]) * DAY_US <= closed_before_us)
         if meta["drug_class"] and cfg.response_das28_window > 0:
             w = cfg.response_das28_window
-            asked[task] = Question(ok, index.numeric["das28"], query_das28 - w, query_das28 + w)
+            asked[task] = ask(task, ok, index.numeric["das28"], query_das28 - w, query_das28 + w)
         else:
-            asked[task] = Question(ok)
+            asked[task] = ask(task, ok)
     for measure in COURSE_COLUMNS:
         for i, month in enumerate(index.manifest["course_months"]):
             known = index.course_known(measure, i)
-            asked[course_question(measure, month)] = Question(known if unfiltered
-                                                              else base & known)
+            name = course_question(measure, month)
+            asked[name] = ask(name, known if unfiltered else base & known)
     return asked
 
 
