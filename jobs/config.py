@@ -21,6 +21,7 @@ from ray_training.events_encoder import EventsConfig
 from ray_training.gbm import GBMConfig
 from ray_training.index import IndexConfig
 from ray_training.patient_course import ReportConfig
+from ray_training.service import ServeConfig
 from ray_training.train import TrainConfig
 from ray_training.twin import QueryConfig
 from rdt_spark.evaluation import EvaluateConfig
@@ -58,6 +59,7 @@ class Config:
     embed: EmbedConfig = field(default_factory=EmbedConfig)
     index: IndexConfig = field(default_factory=IndexConfig)
     query: QueryConfig = field(default_factory=QueryConfig)
+    serve: ServeConfig = field(default_factory=ServeConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     gbm: GBMConfig = field(default_factory=GBMConfig)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
@@ -91,6 +93,7 @@ def _validate(cfg: Config, source: str) -> Config:
         ("train.num_workers", cfg.train.num_workers),
         ("train.batch_size_per_worker", cfg.train.batch_size_per_worker),
         ("query.k", cfg.query.k),
+        ("serve.max_k", cfg.serve.max_k),
         ("index.num_shards", cfg.index.num_shards),
         ("tokenize.value_bins", cfg.tokenize.value_bins),
         ("tokenize.max_timeline_events", cfg.tokenize.max_timeline_events),

@@ -23,6 +23,7 @@ def run(cfg: Config, opts: NoOptions) -> dict:
     sources = Sources.latest(*(context.path(cfg, name) for name in (
         "gold.embeddings", "gold.tasks", "gold.patient_states", "gold.trajectories")))
     catalogue = task_catalogue(load_tasks(cfg.tokenize.tasks_file))
+    context.ray(cfg)  # every shard is built by a Ray task from its own slice of the tables
     manifest = build_index(sources, catalogue, FLARE_TASK, cfg.index, cfg.run_dir)
     log.info(f"{manifest['index_version']}: {manifest['rows']:,} patient-times of splits "
              f"{manifest['splits']} in {len(manifest['shards'])} shard(s) with the outcomes of "

@@ -17,6 +17,7 @@ from jobs import (
     ingest,
     query,
     report,
+    serve,
     states,
     tokenize_events,
     train,
@@ -26,5 +27,6 @@ from jobs.job import Job
 # source -> silver -> gold -> model -> embeddings -> index -> evaluation (../shared/DESIGN.md)
 FLOW: list[Job] = [generate.JOB, ingest.JOB, tokenize_events.JOB, states.JOB, train.JOB,
                    embed.JOB, index.JOB, evaluate.JOB]
-TOOLS: list[Job] = [query.JOB, report.JOB, forecast.JOB, cohort.JOB, export_meds.JOB]
+TOOLS: list[Job] = [query.JOB, report.JOB, serve.JOB, forecast.JOB, cohort.JOB,
+                    export_meds.JOB]
 JOBS: dict[str, Job] = {job.name: job for job in FLOW + TOOLS}

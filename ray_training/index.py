@@ -17,6 +17,12 @@ that patient-time:
 
 The manifest pins the Delta version of each of those four tables and the model, and holds the
 task catalogue (kind, outcome window, drug class of each task) and the course months.
+
+The build runs on Ray and never gathers the population on the driver: shards are contiguous
+subject-id ranges of about equal size (``shard_slices``); a first round of tasks, one per slice,
+reads its slice and sums the moments the search space needs (``Moments``), a second builds each
+shard from its own slice in parallel (``_build_shard``); the driver only adds up the moments and
+writes the manifest.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow.compute as pc
+import ray
 import scann
 from deltalake import DeltaTable
 from deltalake.exceptions import TableNotFoundError
@@ -53,8 +60,8 @@ class IndexConfig:
     num_shards: int = 1
     brute_force_below: int = 20000  # exact search for small shards, a ScaNN tree above
     leaves_per_sqrt_n: float = 1.0
-    leaves_to_search_fraction: float = 0.1
-    reorder: int = 200
+    leaves_to_search_fraction: float = 0.03  # tuned on 1M patient-times (benchmarks/ann.py)
+    reorder: int = 200  # recall@10 at 1M: 0.946 with 100, 0.988 with 200 (benchmarks/ann.py)
     state_weight: float = 0.25  # share of the distance given to the clinical state (SearchSpace)
     whitening_shrinkage: float = 0.01  # added to each eigenvalue, as a share of their mean
 
@@ -95,6 +102,31 @@ def state_features(frame: pd.DataFrame) -> np.ndarray:
 
 
 @dataclass
+class Moments:
+    """Sums over a slice of the reference population that add up across slices: enough for
+    ``SearchSpace.from_moments`` to whiten and standardise as a fit on all of it would."""
+
+    n: int
+    total: np.ndarray  # (d,) sum of embeddings
+    outer: np.ndarray  # (d, d) sum of their outer products
+    state_n: np.ndarray  # per state feature: known values, their sum and sum of squares
+    state_total: np.ndarray
+    state_squares: np.ndarray
+
+    @classmethod
+    def of(cls, vectors: np.ndarray, states: np.ndarray) -> Moments:
+        v = np.asarray(vectors, dtype=np.float64)
+        known = ~np.isnan(states)
+        s = np.where(known, states, 0.0)
+        return cls(len(v), v.sum(axis=0), v.T @ v, known.sum(axis=0), s.sum(axis=0),
+                   (s**2).sum(axis=0))
+
+    def __add__(self, other: Moments) -> Moments:
+        return Moments(*(getattr(self, f.name) + getattr(other, f.name)
+                         for f in dataclasses.fields(self)))
+
+
+@dataclass
 class SearchSpace:
     """Where nearness is measured, by squared Euclidean distance.
 
@@ -120,13 +152,22 @@ class SearchSpace:
     @classmethod
     def fit(cls, vectors: np.ndarray, states: np.ndarray, state_weight: float,
             shrinkage: float) -> SearchSpace:
-        mean = vectors.mean(axis=0)
-        eigenvalues, eigenvectors = np.linalg.eigh(np.cov((vectors - mean).T))
+        return cls.from_moments(Moments.of(vectors, states), state_weight, shrinkage)
+
+    @classmethod
+    def from_moments(cls, m: Moments, state_weight: float, shrinkage: float) -> SearchSpace:
+        """The space from the reference population's moments (summed over its slices)."""
+        mean = m.total / m.n
+        covariance = (m.outer - m.n * np.outer(mean, mean)) / max(m.n - 1, 1)
+        eigenvalues, eigenvectors = np.linalg.eigh(covariance)
         eigenvalues = np.maximum(eigenvalues, 0.0)
         whitening = eigenvectors / np.sqrt(eigenvalues + shrinkage * eigenvalues.mean() + 1e-12)
-        state_mean = np.nan_to_num(np.nanmean(states, axis=0)) if len(states) else states
-        state_std = np.nan_to_num(np.nanstd(states, axis=0)) + 1e-6
-        return cls(mean, whitening.astype(np.float32), state_mean, state_std, state_weight)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            state_mean = m.state_total / m.state_n
+            state_var = m.state_squares / m.state_n - state_mean**2
+        state_std = np.sqrt(np.maximum(np.nan_to_num(state_var), 0.0)) + 1e-6
+        return cls(mean.astype(np.float32), whitening.astype(np.float32),
+                   np.nan_to_num(state_mean), state_std, state_weight)
 
     def transform(self, vectors: np.ndarray, states: np.ndarray) -> np.ndarray:
         z = (np.asarray(vectors, dtype=np.float32) - self.mean) @ self.whitening
@@ -175,21 +216,33 @@ class Sources:
                 for name, (path, version) in dataclasses.asdict(self).items()}
 
 
-def _read(source: tuple[str, int], columns: list[str], splits: list[str]) -> pd.DataFrame:
+Subjects = tuple[int, int]  # a slice of the reference population: subject ids in [low, high)
+
+
+def _read(source: tuple[str, int], columns: list[str], splits: list[str],
+          subjects: Subjects | None = None) -> pd.DataFrame:
     path, version = source
+    where = pc.field("split").isin(splits)
+    if subjects is not None:
+        where &= (pc.field("subject_id") >= subjects[0]) & (pc.field("subject_id") < subjects[1])
     return DeltaTable(path, version=version).to_pyarrow_dataset().to_table(
-        columns=columns, filter=pc.field("split").isin(splits)).to_pandas()
+        columns=columns, filter=where).to_pandas()
 
 
-def read_reference(sources: Sources, splits: list[str]) -> tuple[pd.DataFrame, list[str]]:
+def read_reference(sources: Sources, splits: list[str], subjects: Subjects | None = None,
+                   task_names: list[str] | None = None) -> tuple[pd.DataFrame, list[str]]:
     """Reference patient-times (embedding, state, course and every task's outcome) from pinned
-    table versions, sorted by subject and time, and the task names."""
-    emb = _read(sources.embeddings, [*KEYS, "model_version", "embedding", "split"], splits)
-    tasks = _read(sources.tasks, [*KEYS, "task", *OUTCOME_FIELDS], splits)
-    names = sorted(tasks["task"].unique())
+    table versions, sorted by subject and time, and the task names: of ``subjects`` (a slice)
+    or everyone, with a column for each of ``task_names`` (default: the tasks found)."""
+    emb = _read(sources.embeddings, [*KEYS, "model_version", "embedding", "split"], splits,
+                subjects)
+    tasks = _read(sources.tasks, [*KEYS, "task", *OUTCOME_FIELDS], splits, subjects)
+    names = sorted(tasks["task"].unique()) if task_names is None else list(task_names)
     wide = tasks.pivot(index=KEYS, columns="task", values=list(OUTCOME_FIELDS))
     wide.columns = [outcome_column(task, f) for f, task in wide.columns]
     ref = emb.merge(wide.reset_index(), on=KEYS, how="left")
+    ref = ref.reindex(columns=[*emb.columns, *(outcome_column(t, f) for t in names
+                                                for f in OUTCOME_FIELDS)])
     for task in names:
         # A patient-time without a label cannot inform a forecast: keep it searchable, unusable.
         censored, label = outcome_column(task, "censored"), outcome_column(task, "label")
@@ -197,12 +250,64 @@ def read_reference(sources: Sources, splits: list[str]) -> tuple[pd.DataFrame, l
         ref[label] = ref[label].astype("boolean").fillna(False).astype(bool)
         category = outcome_column(task, "category")
         ref[category] = ref[category].astype(object).where(ref[category].notna(), None)
-    ref = ref.reindex(columns=[*emb.columns, *(outcome_column(t, f) for t in names
-                                                for f in OUTCOME_FIELDS)])
-    ref = (ref.merge(_read(sources.states, [*KEYS, *STATE_COLUMNS], splits), on=KEYS, how="left")
-           .merge(_read(sources.trajectories, [*KEYS, *TRAJECTORY_COLUMNS], splits), on=KEYS,
-                  how="left"))
+    ref = (ref.merge(_read(sources.states, [*KEYS, *STATE_COLUMNS], splits, subjects), on=KEYS,
+                     how="left")
+           .merge(_read(sources.trajectories, [*KEYS, *TRAJECTORY_COLUMNS], splits, subjects),
+                  on=KEYS, how="left"))
     return ref.sort_values(KEYS, ignore_index=True), names
+
+
+def shard_slices(sources: Sources, splits: list[str], num_shards: int) -> list[Subjects]:
+    """Contiguous subject-id ranges holding about equal numbers of reference rows, one per
+    shard, so each shard reads only its own slice of the tables. Reads the subject_id column
+    of gold.embeddings alone (8 bytes a row)."""
+    ids = _read(sources.embeddings, ["subject_id"], splits)["subject_id"].to_numpy()
+    subjects, counts = np.unique(ids, return_counts=True)
+    if not len(subjects):
+        return []
+    cuts = np.searchsorted(np.cumsum(counts), np.arange(1, num_shards) * len(ids) / num_shards,
+                           side="right")
+    edges = np.unique(np.r_[subjects[0], subjects[np.minimum(cuts, len(subjects) - 1)],
+                            subjects[-1] + 1])
+    return [(int(lo), int(hi)) for lo, hi in zip(edges[:-1], edges[1:], strict=True)]
+
+
+@dataclass
+class SliceSummary:
+    """What a slice's first pass reports: its moments and what the build checks over all."""
+
+    moments: Moments
+    rows: int
+    task_names: list[str]
+    model_versions: list[str]
+    with_trajectory: int
+    dim: int
+
+
+@ray.remote(num_cpus=1)
+def _summarise_slice(sources: Sources, splits: list[str], subjects: Subjects) -> SliceSummary:
+    ref, names = read_reference(sources, splits, subjects)
+    vectors = np.stack(ref["embedding"].to_numpy()).astype(np.float32)
+    return SliceSummary(Moments.of(vectors, state_features(ref)), len(ref), names,
+                        sorted(ref["model_version"].unique()),
+                        int(ref["follow_up_days"].notna().sum()), vectors.shape[1])
+
+
+@ray.remote(num_cpus=1)
+def _build_shard(sources: Sources, splits: list[str], subjects: Subjects, task_names: list[str],
+                 space: SearchSpace, cfg: IndexConfig, shard: int, staging: str) -> dict:
+    """Read the slice, place it in the search space, build its searcher and write the shard."""
+    rows, _ = read_reference(sources, splits, subjects, task_names)
+    shard_dir = Path(staging) / f"shard-{shard}"
+    (shard_dir / "scann").mkdir(parents=True)
+    db = space.transform(np.stack(rows["embedding"].to_numpy()).astype(np.float32),
+                         state_features(rows))
+    build_searcher(db, cfg).serialize(str(shard_dir / "scann"))
+    np.save(shard_dir / VECTORS, db)
+    rows.drop(columns=["embedding", "model_version", "split"]).to_parquet(shard_dir / ROWS)
+    leaves, searched = tree_shape(len(rows), cfg)
+    return {"shard": shard, "rows": len(rows), "subjects": int(rows["subject_id"].nunique()),
+            "leaves": leaves, "leaves_searched": searched, "path": shard_dir.name}
 
 
 def _course_months(sources: Sources) -> list[int]:
@@ -240,20 +345,23 @@ def index_version(sources: Sources, model_version: str, catalogue: dict, cfg: In
 
 def build_index(sources: Sources, catalogue: dict[str, dict], default_task: str,
                 cfg: IndexConfig, run_dir: str) -> dict:
-    """Build every shard, then publish the new version; returns the manifest.
+    """Build every shard (Ray tasks, one per slice), then publish the new version; returns
+    the manifest.
 
     ``catalogue`` describes each task (``rdt_spark.tasks.task_catalogue``); ``default_task`` is
     the forecast a twin report leads with; the rows carry every task.
     """
-    ref, task_names = read_reference(sources, cfg.splits)
     embeddings_path = sources.embeddings[0]
-    if ref.empty:
+    slices = shard_slices(sources, cfg.splits, cfg.num_shards)
+    summaries = ray.get([_summarise_slice.remote(sources, cfg.splits, s) for s in slices])
+    if not sum(s.rows for s in summaries):
         raise ValueError(f"no embeddings in splits {cfg.splits} at {embeddings_path}")
+    task_names = sorted({t for s in summaries for t in s.task_names})
     if default_task not in task_names:
         raise ValueError(f"gold.tasks at {sources.tasks[0]} has no task {default_task!r}")
-    if ref["follow_up_days"].isna().all():
+    if not sum(s.with_trajectory for s in summaries):
         raise ValueError("no gold.trajectories rows for the embeddings: re-run rdt states")
-    models = sorted(ref["model_version"].unique())
+    models = sorted({m for s in summaries for m in s.model_versions})
     if len(models) != 1:
         raise ValueError(f"{embeddings_path} mixes model versions {models}: re-run embed")
     catalogue = {task: catalogue.get(task, {"kind": "unknown", "window_days": 0,
@@ -261,25 +369,13 @@ def build_index(sources: Sources, catalogue: dict[str, dict], default_task: str,
     version = index_version(sources, models[0], catalogue, cfg)
     published = indexes(run_dir)
     staging, target = published.staging(version), published.path(version)
-    vectors = np.stack(ref["embedding"].to_numpy()).astype(np.float32)
-    states = state_features(ref)
-    space = SearchSpace.fit(vectors, states, cfg.state_weight, cfg.whitening_shrinkage)
+    moments = summaries[0].moments
+    for summary in summaries[1:]:
+        moments = moments + summary.moments
+    space = SearchSpace.from_moments(moments, cfg.state_weight, cfg.whitening_shrinkage)
     space.save(staging / SCALING)
-    shards = []
-    for shard in range(cfg.num_shards):
-        in_shard = (ref["subject_id"] % cfg.num_shards == shard).to_numpy()
-        rows = ref[in_shard].reset_index(drop=True)
-        if rows.empty:
-            continue
-        shard_dir = staging / f"shard-{shard}"
-        (shard_dir / "scann").mkdir(parents=True)
-        db = space.transform(vectors[in_shard], states[in_shard])
-        build_searcher(db, cfg).serialize(str(shard_dir / "scann"))
-        np.save(shard_dir / VECTORS, db)
-        rows.drop(columns=["embedding", "model_version", "split"]).to_parquet(shard_dir / ROWS)
-        leaves, searched = tree_shape(len(rows), cfg)
-        shards.append({"shard": shard, "rows": len(rows), "subjects": int(rows["subject_id"].nunique()),
-                       "leaves": leaves, "leaves_searched": searched, "path": shard_dir.name})
+    shards = ray.get([_build_shard.remote(sources, cfg.splits, s, task_names, space, cfg, i,
+                                          str(staging)) for i, s in enumerate(slices)])
     manifest = {
         "index_version": version,
         "built_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -290,7 +386,7 @@ def build_index(sources: Sources, catalogue: dict[str, dict], default_task: str,
         "splits": cfg.splits,
         "distance": "squared L2 in the search space (whitened embedding and clinical state)",
         "state_features": list(STATE_FEATURES),
-        "dim": int(len(ref["embedding"].iloc[0])), "rows": len(ref), "shards": shards,
+        "dim": summaries[0].dim, "rows": sum(s.rows for s in summaries), "shards": shards,
         "config": dataclasses.asdict(cfg),
     }
     (staging / MANIFEST).write_text(json.dumps(manifest, indent=2))

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +45,10 @@ from ray_training.index import (
 
 SCORES_PER_CHUNK = 1 << 24  # query x row scores held at once by an exact search (64 MiB)
 POOL_FACTOR = 2  # a shard's pool: this x k x rows per patient
+WIDEN_MARGIN = 3.0  # a widened pool: the pool / allowed share x this
+WIDEN_LEAVES = 0.75  # measured: recall 0.98 at a 5% filter (benchmarks/ann.py)
+POOL_LEAVES = 3.0  # a pool searches leaves holding at least this x its rows
+MAX_POOL = 8192  # wider than this, an exact search of the allowed rows is as cheap
 
 
 @dataclass(frozen=True)
@@ -74,6 +78,13 @@ class Question:
     values: np.ndarray | None = None
     low: np.ndarray | None = None
     high: np.ndarray | None = None
+    _counts: dict[tuple[int, int], int] = field(default_factory=dict, repr=False)
+
+    def count(self, start: int, stop: int) -> int:
+        """Allowed rows in [start, stop), counted once per question and shard."""
+        if (start, stop) not in self._counts:
+            self._counts[start, stop] = int(self.allowed[start:stop].sum())
+        return self._counts[start, stop]
 
     def admits(self, q: int, rows: np.ndarray) -> np.ndarray:
         ok = self.allowed[rows]
@@ -152,6 +163,10 @@ class TwinIndex:
     def _prepare(self) -> None:
         """Column arrays the filters and forecasts read, and each shard's patient segments."""
         r = self.rows
+        self._usable: dict[str, np.ndarray] = {}
+        self.question_counts: dict[str, dict] = {}  # per question over unfiltered masks (twin.py)
+        self.everyone = np.ones(len(r), bool)
+        self.everyone.flags.writeable = False
         self.subject = r["subject_id"].to_numpy(np.int64)
         self.time_us = r["prediction_time"].to_numpy("datetime64[us]").astype(np.int64)
         self.classes = sorted({c for col in ("current_classes", "past_classes") if col in r
@@ -160,7 +175,8 @@ class TwinIndex:
                                         self.classes)
         self.past_bits = _class_bits(r.get("past_classes", pd.Series([None] * len(r))),
                                      self.classes)
-        self.sex = r["sex"].to_numpy(object) if "sex" in r else np.full(len(r), None)
+        # Fixed-width strings ("" unknown): a filter compares them without a Python loop.
+        self.sex = r["sex"].fillna("").to_numpy("U1") if "sex" in r else np.full(len(r), "")
         self.seropositive = r["seropositive"].map({True: 1.0, False: 0.0}).to_numpy(float) \
             if "seropositive" in r else np.full(len(r), np.nan)
         self.numeric = {c: r[c].to_numpy(float) if c in r else np.full(len(r), np.nan)
@@ -176,8 +192,19 @@ class TwinIndex:
         return self.manifest["default_task"]
 
     def usable(self, task: str) -> np.ndarray:
-        """Rows whose outcome for ``task`` is known (not censored)."""
-        return ~self.rows[outcome_column(task, "censored")].to_numpy(bool)
+        """Rows whose outcome for ``task`` is known (not censored); computed once, read-only."""
+        if task not in self._usable:
+            self._usable[task] = ~self.rows[outcome_column(task, "censored")].to_numpy(bool)
+            self._usable[task].flags.writeable = False
+        return self._usable[task]
+
+    def course_known(self, measure: str, position: int) -> np.ndarray:
+        """Rows with a known ``measure`` at the course's ``position``-th month; read-only."""
+        key = f"{measure}@{position}"
+        if key not in self._usable:
+            self._usable[key] = ~np.isnan(self.course[measure][:, position])
+            self._usable[key].flags.writeable = False
+        return self._usable[key]
 
     def allowed(self, filters: Filters | None) -> np.ndarray:
         """The rows ``filters`` admit."""
@@ -230,53 +257,74 @@ class TwinIndex:
     def _search_shard(self, shard: Shard, queries: np.ndarray, exclude: np.ndarray, k: int,
                       questions: dict[str, Question], one_per_patient: bool, exact: bool,
                       found: dict) -> None:
+        """Per question: each query's k nearest allowed rows from the shard's pool (one ScaNN
+        search shared by every question); a query whose pool holds too few allowed rows (a
+        selective filter) gets a pool widened by the inverse of the allowed share, then, if
+        that is still short or too wide, an exact search of the allowed rows."""
         n = shard.stop - shard.start
         per_patient = n / max(shard.subjects, 1) if one_per_patient else 1.0
         pool = min(n, int(math.ceil(POOL_FACTOR * k * per_patient)) + int(per_patient) + 1)
-        exhaustive = pool >= n
         subjects = self.subject[shard.start:shard.stop]
-        pool_rows = pool_sims = None
+        pooled: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}  # size -> pool
+
+        def pool_of(size: int, which: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+            if size not in pooled or not np.isin(which, pooled[size][0]).all():
+                # A pool w times wider reaches further out: search w ** WIDEN_LEAVES more leaves,
+                # and never fewer leaves than hold POOL_LEAVES times the pool's rows (a pool
+                # from a few small leaves can hold k patients that are not the nearest).
+                leaves = min(shard.leaves, int(math.ceil(max(
+                    shard.leaves_searched * (size / pool) ** WIDEN_LEAVES,
+                    POOL_LEAVES * size * shard.leaves / n))))
+                rows, sims = self._pool(shard, queries[which], size, exact, leaves)
+                pooled[size] = (which, rows, sims)
+            return pooled[size]
+
         for name, question in questions.items():
-            allowed = question.allowed[shard.start:shard.stop]
-            count = int(allowed.sum())
+            count = question.count(shard.start, shard.stop)
             if count == 0:
                 continue
             pending = np.arange(len(queries))
-            if count > pool or exhaustive:
-                if pool_rows is None:
-                    pool_rows, pool_sims = self._pool(shard, queries, pool, exact)
-                pending = []
-                for q in range(len(queries)):
-                    local = pool_rows[q]
+            sizes = [pool] if count > pool and pool < n else []
+            wide = int(math.ceil(pool * n / count * WIDEN_MARGIN))
+            if sizes and wide <= min(MAX_POOL, n // 2):
+                sizes.append(wide)
+            for size in sizes:
+                which, pool_rows, pool_sims = pool_of(size, pending)
+                position = {int(q): i for i, q in enumerate(which)}
+                short = []
+                for q in pending:
+                    local = pool_rows[position[int(q)]]
                     keep = local >= 0
                     local = local[keep]
                     ok = (subjects[local] != exclude[q]) & question.admits(q, local + shard.start)
-                    rows, sims = local[ok], pool_sims[q][keep][ok]
+                    rows, sims = local[ok], pool_sims[position[int(q)]][keep][ok]
                     if one_per_patient:
                         _, first = np.unique(subjects[rows], return_index=True)
                         first.sort()
                         rows, sims = rows[first], sims[first]
-                    if len(rows) >= k or exhaustive:
+                    if len(rows) >= k:
                         found[name][q].append((rows[:k] + shard.start, sims[:k]))
                     else:
-                        pending.append(q)
-                pending = np.asarray(pending, dtype=np.int64)
+                        short.append(q)
+                pending = np.asarray(short, dtype=np.int64)
+                if not len(pending):
+                    break
             if len(pending):
-                subset = np.flatnonzero(allowed)
+                subset = np.flatnonzero(question.allowed[shard.start:shard.stop])
                 for q, rows, sims in _exact(queries[pending], shard, subjects, subset,
                                             exclude[pending], k, one_per_patient, question,
                                             pending):
                     found[name][q].append((rows + shard.start, sims))
 
-    def _pool(self, shard: Shard, queries: np.ndarray, size: int,
-              exact: bool) -> tuple[np.ndarray, np.ndarray]:
+    def _pool(self, shard: Shard, queries: np.ndarray, size: int, exact: bool,
+              leaves: int) -> tuple[np.ndarray, np.ndarray]:
         """Each query's ``size`` nearest rows of the shard (local positions, -1 for none)."""
         if exact or not shard.leaves:
             pairs = list(_top_rows(queries, shard, size))
             return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
         # AH scores a shortlist that reordering then trims: the shortlist must hold `size`.
         idx, distances = shard.searcher.search_batched(
-            queries, final_num_neighbors=size, leaves_to_search=shard.leaves_searched,
+            queries, final_num_neighbors=size, leaves_to_search=leaves,
             pre_reorder_num_neighbors=max(size, self.manifest["config"]["reorder"]))
         idx = np.asarray(idx, dtype=np.int64)
         return idx, (1 - np.asarray(distances, dtype=np.float32) / 2)

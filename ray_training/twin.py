@@ -61,21 +61,32 @@ def questions(index: TwinIndex, cfg: QueryConfig, filters: Filters | None,
     ``closed_before_us`` (a temporal evaluation) admits, for a task, only rows whose outcome
     window closed before it, as a registry deploying the twin at that date would have known.
     """
-    base = index.allowed(filters)
-    asked = {ALL: Question(base)}
+    unfiltered = filters is None or not filters.describe()
+    # Unfiltered and without a cutoff, every question's rows are the index's own (cached,
+    # read-only) masks, the same for every query: their per-shard counts are kept with them.
+    shared = index.question_counts if unfiltered and closed_before_us is None else None
+
+    def ask(name: str, allowed: np.ndarray, *band: np.ndarray) -> Question:
+        if shared is None:
+            return Question(allowed, *band)
+        return Question(allowed, *band, _counts=shared.setdefault(name, {}))
+
+    base = index.everyone if unfiltered else index.allowed(filters)
+    asked = {ALL: ask(ALL, base)}
     for task, meta in index.manifest["catalogue"].items():
-        ok = base & index.usable(task)
+        ok = index.usable(task) if unfiltered else base & index.usable(task)
         if closed_before_us is not None:
-            ok &= index.time_us + int(meta["window_days"]) * DAY_US <= closed_before_us
+            ok = ok & (index.time_us + int(meta["window_days"]) * DAY_US <= closed_before_us)
         if meta["drug_class"] and cfg.response_das28_window > 0:
             w = cfg.response_das28_window
-            asked[task] = Question(ok, index.numeric["das28"], query_das28 - w, query_das28 + w)
+            asked[task] = ask(task, ok, index.numeric["das28"], query_das28 - w, query_das28 + w)
         else:
-            asked[task] = Question(ok)
+            asked[task] = ask(task, ok)
     for measure in COURSE_COLUMNS:
         for i, month in enumerate(index.manifest["course_months"]):
-            asked[course_question(measure, month)] = Question(base & ~np.isnan(
-                index.course[measure][:, i]))
+            known = index.course_known(measure, i)
+            name = course_question(measure, month)
+            asked[name] = ask(name, known if unfiltered else base & known)
     return asked
 
 
@@ -261,14 +272,24 @@ def twin_report(index: TwinIndex, subject_id: int, time: pd.Timestamp, cfg: Quer
                 filters: Filters | None = None) -> dict:
     """Everything the twin says about one patient at one time, as a plain dict."""
     at, vector, state = query_point(index.manifest, subject_id, time)
+    return twin_report_at(index, subject_id, time, at, vector, state, cfg, filters)
+
+
+def twin_report_at(index: TwinIndex, subject_id: int, time: pd.Timestamp, at: pd.Timestamp,
+                   vector: np.ndarray, state: pd.DataFrame, cfg: QueryConfig,
+                   filters: Filters | None = None) -> dict:
+    """``twin_report`` from the query point already looked up (``query_point``): its prediction
+    time ``at``, its embedding and its state (one row of ``STATE_FEATURES``)."""
     asked = questions(index, cfg, filters, state["das28"].to_numpy(float))
     found = index.search(index.to_space(vector[None, :], state), np.array([subject_id]), cfg.k,
                          asked, cfg.one_point_per_patient, cfg.exact)
     per_question = {name: found[name][0] for name in asked}
     answered = answers(index, per_question, cfg)
     hits, sims = per_question[ALL]
-    rows = index.rows.iloc[hits]
+    times = index.rows["prediction_time"].iloc[hits]
     tasks = [t for t, meta in index.manifest["catalogue"].items() if not meta["drug_class"]]
+    outcomes = {t: (~index.usable(t)[hits],
+                    index.rows[outcome_column(t, "label")].to_numpy(bool)[hits]) for t in tasks}
     return {
         "subject_id": int(subject_id),
         "requested_time": time.isoformat(),
@@ -278,14 +299,14 @@ def twin_report(index: TwinIndex, subject_id: int, time: pd.Timestamp, cfg: Quer
         "k": cfg.k,
         "filters": (filters or Filters()).describe(),
         "neighbours": [
-            {"subject_id": int(r.subject_id), "prediction_time": r.prediction_time.isoformat(),
+            {"subject_id": int(index.subject[row]), "prediction_time": at_.isoformat(),
              "similarity": round(float(s), 4),
-             "outcomes": {t: None if r[outcome_column(t, "censored")]
-                          else bool(r[outcome_column(t, "label")]) for t in tasks},
+             "outcomes": {t: None if censored[i] else bool(label[i])
+                          for t, (censored, label) in outcomes.items()},
              # what followed the matched time: the value then and at each course month
-             "course": {m: [_number(index.numeric[m][h]),
-                            *(_number(v) for v in index.course[m][h])] for m in COURSE_COLUMNS}}
-            for (_, r), h, s in zip(rows.iterrows(), hits, sims, strict=True)
+             "course": {m: [_number(index.numeric[m][row]),
+                            *(_number(v) for v in index.course[m][row])] for m in COURSE_COLUMNS}}
+            for i, (row, at_, s) in enumerate(zip(hits, times, sims, strict=True))
         ],
         "state": {c: _number(state[c].iloc[0]) for c in ("das28", "mtss", "age",
                                                           "disease_years")},

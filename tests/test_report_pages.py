@@ -94,22 +94,17 @@ def cohort_summary(example, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(example, cohort_summary):
-    """The report router in a minimal FastAPI app behind a bearer token, on a real uvicorn
-    server on loopback (``rdt serve`` mounts the same router)."""
+    """``rdt serve``'s app (the API and the report pages behind its bearer-token check) on a
+    real uvicorn server on loopback."""
     import uvicorn
-    from fastapi import FastAPI, Header, HTTPException
 
-    from jobs.report import sources
-    from ray_training.report_pages import router
-
-    def bearer(authorization: str | None = Header(None)) -> None:
-        if authorization != f"Bearer {TOKEN}":
-            raise HTTPException(401, "a bearer token is required")
+    from jobs.serve import served_app
+    from ray_training.service import TwinState
 
     cfg, _, _ = example
-    app = FastAPI()
-    app.include_router(router(sources(cfg), bearer), prefix="/pages")
-    served = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
+    state = TwinState(cfg.run_dir, cfg.query, cfg.privacy, cfg.serve)
+    served = uvicorn.Server(uvicorn.Config(served_app(cfg, state, TOKEN), host="127.0.0.1",
+                                          port=0, log_level="warning"))
     thread = threading.Thread(target=served.run, daemon=True)
     thread.start()
     deadline = time.time() + 30
@@ -120,6 +115,7 @@ def server(example, cohort_summary):
     yield f"http://127.0.0.1:{port}/pages"
     served.should_exit = True
     thread.join(10)
+    state.close()
 
 
 def test_pages_refuse_a_request_without_the_bearer_token(server):

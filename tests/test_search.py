@@ -47,7 +47,7 @@ def _tables(root, rng):
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory):
+def built(tmp_path_factory, ray_local):
     root = tmp_path_factory.mktemp("index")
     sources, vectors, states = _tables(root, np.random.default_rng(3))
     catalogue = {TASK: {"kind": "event_within", "window_days": 180, "drug_class": None}}
@@ -132,3 +132,24 @@ def test_a_temporal_question_admits_only_outcomes_closed_before_the_cutoff(built
     assert allowed.any() and (closes[allowed] <= cutoff).all()
     assert not allowed[(closes > cutoff).to_numpy()].any()
     assert asked["all"].allowed.all()  # who the neighbours are is not restricted
+
+
+def test_shards_built_from_their_own_slices_search_like_one_index(tmp_path, ray_local):
+    sources, vectors, states = _tables(tmp_path, np.random.default_rng(3))
+    catalogue = {TASK: {"kind": "event_within", "window_days": 180, "drug_class": None}}
+    one, three = tmp_path / "one", tmp_path / "three"
+    build_index(sources, catalogue, TASK, IndexConfig(), str(one))
+    manifest = build_index(sources, catalogue, TASK, IndexConfig(num_shards=3), str(three))
+    single, sharded = TwinIndex.current(str(one)), TwinIndex.current(str(three))
+    ranges = [sharded.subject[s.start:s.stop] for s in sharded.shards]
+    assert [m["rows"] for m in manifest["shards"]] == [320, 320, 320]
+    assert all(a.max() < b.min() for a, b in zip(ranges, ranges[1:], strict=False))  # disjoint
+    assert (sharded.subject == single.subject).all()
+    np.testing.assert_allclose(sharded.space.whitening, single.space.whitening, atol=1e-5)
+    queries, own = _queries(single, vectors, states, [7, 400, 950])
+    everyone = {"q": Question(np.ones(len(single.rows), bool))}
+    a = single.search(queries, own, 10, everyone, exact=True)["q"]
+    b = sharded.search(queries, own, 10, everyone, exact=True)["q"]
+    for (rows_a, sims_a), (rows_b, sims_b) in zip(a, b, strict=True):
+        assert (rows_a == rows_b).all()
+        np.testing.assert_allclose(sims_a, sims_b, atol=1e-5)
