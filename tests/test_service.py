@@ -179,7 +179,9 @@ def _nested(inner: st.SearchStrategy) -> st.SearchStrategy:
                      st.dictionaries(st.text(max_size=12), inner, max_size=4))
 
 
-JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+# What a JSON client can send (httpx refuses NaN and infinities); other bytes go in raw.
+FINITE = st.floats(allow_nan=False, allow_infinity=False)
+JSON = st.recursive(st.none() | st.booleans() | st.integers() | FINITE | st.text(max_size=20),
                     _nested, max_leaves=12)
 FIELDS = st.sampled_from(["subject_id", "time", "k", "filters", "all_points", "sex", "age",
                           "low", "high", "on", "had", "das28", "seropositive", "events", "code",
@@ -188,7 +190,7 @@ EVENTS = st.fixed_dictionaries({"events": st.lists(st.dictionaries(FIELDS, JSON,
                                                   | st.fixed_dictionaries(
     {"code": st.text(min_size=1, max_size=12)},
     optional={"time": st.datetimes().map(str), "visit_id": st.integers(-2, 3),
-              "numeric_value": st.floats() | JSON}), max_size=4)},
+              "numeric_value": FINITE | JSON}), max_size=4)},
     optional={"time": st.datetimes().map(str) | JSON, "k": st.integers(-5, 500)})
 BODIES = st.one_of(JSON, EVENTS, st.dictionaries(FIELDS, JSON, max_size=6), st.fixed_dictionaries(
     {"subject_id": st.integers(-10, 2**63) | JSON, "time": st.datetimes().map(str) | JSON},
