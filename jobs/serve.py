@@ -86,7 +86,8 @@ def served_app(cfg: Config, state, token: str, encoder=None):
     from ray_training.service import create_app, require_token
 
     pages = APIRouter(prefix="/pages")
-    pages.include_router(report_pages.router(sources(cfg), require_token))
+    pages.include_router(report_pages.router(sources(cfg), require_token,
+                                              lambda: state.loaded.index))
     return create_app(state, token, routers=[pages], encoder=encoder)
 
 

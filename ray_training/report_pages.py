@@ -7,7 +7,7 @@ suppressed), reads the patient's course up to that time (``patient_course``) and
 pick a patient and one page per ``rdt cohort`` result, behind the caller's token check::
 
     app = FastAPI()
-    app.include_router(router(sources, bearer_check), prefix="/pages")
+    app.include_router(router(sources, bearer_check, lambda: index), prefix="/pages")
     # GET /pages/                         pick a patient (and one of their visits)
     # GET /pages/report?subject=ID&time=T  the twin report
     # GET /pages/cohorts/NAME              an rdt cohort summary
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,7 +27,7 @@ import pyarrow.compute as pc
 from deltalake import DeltaTable
 
 from ray_training.disclosure import disclosed_report
-from ray_training.index import current_index, indexes
+from ray_training.index import current_index
 from ray_training.patient_course import ReportConfig, modalities_at, patient_course
 from ray_training.report_html import cohort_html, report_html, search_html
 from ray_training.search import Filters, TwinIndex
@@ -74,22 +73,6 @@ def cohort_file_name(name: str) -> str:
     return urllib.parse.quote(name, safe="")
 
 
-class IndexCache:
-    """The current index, loaded once and again only when CURRENT moves (a server's pages)."""
-
-    def __init__(self, run_dir: str):
-        self.run_dir, self._lock = run_dir, threading.Lock()
-        self._folder: Path | None = None
-        self._index: TwinIndex | None = None
-
-    def get(self) -> TwinIndex:
-        folder = indexes(self.run_dir).current()
-        with self._lock:
-            if folder != self._folder:
-                self._index, self._folder = TwinIndex(folder), folder
-            return self._index
-
-
 def report_page(sources: ReportSources, index: TwinIndex, key, subject_id: int,
                 time: pd.Timestamp, filters: Filters | None = None) -> tuple[str, dict]:
     """One patient's twin report page at ``time`` and the disclosed report it shows. Raises
@@ -122,14 +105,15 @@ def saved_cohorts(run_dir: str) -> list[str]:
         if folder.is_dir() else []
 
 
-def router(sources: ReportSources, token_check: Callable):
+def router(sources: ReportSources, token_check: Callable,
+           serving_index: Callable[[], TwinIndex]):
     """The pages as a FastAPI ``APIRouter``; every route depends on ``token_check`` (the
-    service's bearer-token dependency)."""
+    service's bearer-token dependency) and reports from ``serving_index()``, the index the
+    service already holds (and swaps when CURRENT moves)."""
     from fastapi import APIRouter, Depends, HTTPException
     from fastapi.responses import HTMLResponse
 
     pages = APIRouter(dependencies=[Depends(token_check)], default_response_class=HTMLResponse)
-    index = IndexCache(sources.run_dir)
     key = sources.privacy.key(sources.run_dir)
 
     @pages.get("/")
@@ -149,7 +133,7 @@ def router(sources: ReportSources, token_check: Callable):
             raise HTTPException(422, "time must be an ISO date or time") from None
         at = at.tz_localize("UTC") if at.tzinfo is None else at.tz_convert("UTC")
         try:
-            return report_page(sources, index.get(), key, subject, at)[0]
+            return report_page(sources, serving_index(), key, subject, at)[0]
         except LookupError:
             raise HTTPException(404, "no twin report for that patient at that time") from None
 
