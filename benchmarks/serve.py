@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import os
 import secrets
 import socket
@@ -25,6 +26,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -98,7 +100,11 @@ def main() -> None:
     parser.add_argument("--config", default=str(ROOT / "conf" / "local.yaml"))
     args = parser.parse_args()
     lake = Path(args.root) / "lake"
-    cfg = load_config(args.config, {"lake": str(lake)})
+    # The synthetic index has no trained model to encode new patients with: twin reports only.
+    cfg = load_config(args.config, {"lake": str(lake), "serve.new_patients": False})
+    Path(args.root).mkdir(parents=True, exist_ok=True)
+    served_config = Path(args.root) / "serve.yaml"
+    served_config.write_text(yaml.safe_dump(dataclasses.asdict(cfg)))
     if not args.reuse:
         build(args.root, args.patient_times, 2 * cfg.model.d_model, cfg.index,
               query_patients=args.query_patients)
@@ -108,7 +114,7 @@ def main() -> None:
     url = f"http://127.0.0.1:{port}"
     env = {**os.environ, cfg.serve.token_env: token}
     server = subprocess.Popen([sys.executable, "-m", "jobs.cli", "serve", "--config",
-                               args.config, "--lake", str(lake), "--port", str(port)],
+                               str(served_config), "--port", str(port)],
                               cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)
     try:

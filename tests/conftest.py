@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -67,25 +68,61 @@ class FlowOutput:
     ray_tmp: Path  # Ray's session logs
 
 
-@pytest.fixture(scope="session")
-def flow_run(tmp_path_factory) -> tuple[Config, dict, FlowOutput]:
+class BackgroundFlow:
     """A few hundred simulated patients through the whole flow (generate -> ... -> evaluate),
-    then a twin query and a MEDS export, once, in one process at the most verbose logging
-    (``tests/run_flow.py``), as ``rdt <job> --verbose`` runs each."""
-    folder = tmp_path_factory.mktemp("flow")
-    cfg = small_config(folder / "lake", patients=400)
-    verbose = cfg.replace(spark=dataclasses.replace(
-        cfg.spark, conf={**cfg.spark.conf, "spark.log.level": "INFO"}))
-    output = FlowOutput(folder / "console.log", Path(cfg.run_dir), folder / "ray")
-    output.ray_tmp.mkdir()
-    env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "RAY_TMPDIR": str(output.ray_tmp)}
-    with open(output.console, "w") as console:
-        done = subprocess.run([sys.executable, str(ROOT / "tests" / "run_flow.py"),
-                               str(write_config(verbose, folder / "flow.yaml")),
-                               str(folder / "results.json")], cwd=ROOT, env=env,
-                              stdout=console, stderr=subprocess.STDOUT, timeout=3600)
-    assert done.returncode == 0, output.console.read_text()[-5000:]
-    return cfg, json.loads((folder / "results.json").read_text()), output
+    then a twin query and a MEDS export, in one process of its own at the most verbose logging
+    (``tests/run_flow.py``), as ``rdt <job> --verbose`` runs each. It starts with the session
+    and runs while the tests that do not need it run (they are ordered first)."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.cfg = small_config(folder / "lake", patients=400)
+        verbose = self.cfg.replace(spark=dataclasses.replace(
+            self.cfg.spark, conf={**self.cfg.spark.conf, "spark.log.level": "INFO"}))
+        self.output = FlowOutput(folder / "console.log", Path(self.cfg.run_dir), folder / "ray")
+        self.output.ray_tmp.mkdir()
+        env = {**os.environ, "PYSPARK_PYTHON": sys.executable,
+               "RAY_TMPDIR": str(self.output.ray_tmp)}
+        with open(self.output.console, "w") as console:
+            self.proc = subprocess.Popen([sys.executable, str(ROOT / "tests" / "run_flow.py"),
+                                          str(write_config(verbose, folder / "flow.yaml")),
+                                          str(folder / "results.json")], cwd=ROOT, env=env,
+                                         stdout=console, stderr=subprocess.STDOUT,
+                                         start_new_session=True)
+
+    def result(self, timeout: float = 3600) -> tuple[Config, dict, FlowOutput]:
+        code = self.proc.wait(timeout=timeout)
+        assert code == 0, self.output.console.read_text()[-5000:]
+        return self.cfg, json.loads((self.folder / "results.json").read_text()), self.output
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:  # a run cut short: take its Spark JVM and Ray along
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+
+def _needs_flow(item) -> bool:
+    return "flow_run" in getattr(item, "fixturenames", ())
+
+
+def pytest_collection_modifyitems(items):
+    items.sort(key=_needs_flow)  # stable: file order within each group
+
+
+@pytest.fixture(scope="session", autouse=True)
+def background_flow(request, tmp_path_factory):
+    """The flow, started at once when any selected test needs it."""
+    started = (BackgroundFlow(tmp_path_factory.mktemp("flow"))
+               if any(_needs_flow(item) for item in request.session.items) else None)
+    yield started
+    if started is not None:
+        started.stop()
+
+
+@pytest.fixture(scope="session")
+def flow_run(background_flow) -> tuple[Config, dict, FlowOutput]:
+    """The whole flow's config, each job's summary and where its output went, once it ended."""
+    return background_flow.result()
 
 
 @pytest.fixture(scope="session")

@@ -217,8 +217,7 @@ def test_a_killed_spark_job_leaves_its_tables_as_they_were_and_its_rerun_converg
         job, lake, launcher, flow, spark):
     tables, points = TABLE_JOBS[job]
     names = tables(lake.cfg.lake)
-    uninterrupted = digests(spark, flow[0].lake, names)
-    assert digests(spark, lake.cfg.lake, names) == uninterrupted
+    uninterrupted = digests(spark, flow[0].lake, names)  # the copy's, before any kill
     options = ["--full"] if job == "ingest" else []
     for point, watch in kill_points(points):
         run_killed(lake, launcher, point, job, *options, watch=watch)
