@@ -111,11 +111,11 @@ def disclosed_report(report: dict[str, Any], privacy: PrivacyConfig, key: Pseudo
                      min_cell_size: int) -> dict[str, Any]:
     """The twin report as a user may take it away (see the module doc)."""
     m = min_cell_size
-    hidden = ("subject_id", "neighbours", "events", "time_to_event", "treatment_response",
-              "course")
+    hidden = ("subject_id", "neighbours", "neighbours_found", "events", "time_to_event",
+              "treatment_response", "course")
     out = {"patient": pseudonym(report["subject_id"], key), "pseudonym_key_id": key.key_id,
            **{k: v for k, v in report.items() if k not in hidden},
-           "neighbours_found": shown_count(len(report["neighbours"]), m),
+           "neighbours_found": shown_count(report["neighbours_found"], m),
            "events": [disclosed_forecast(f, m) for f in report["events"]],
            "time_to_event": disclosed_time_to_event(report["time_to_event"], m),
            "treatment_response": [disclosed_response(r, m) for r in report["treatment_response"]],

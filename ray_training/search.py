@@ -124,9 +124,7 @@ def _matrix(lists: pd.Series, width: int) -> np.ndarray:
     return out
 
 
-def _range(values: np.ndarray, bounds: tuple[float, float] | None) -> np.ndarray:
-    if bounds is None:
-        return np.ones(len(values), bool)
+def _range(values: np.ndarray, bounds: tuple[float, float]) -> np.ndarray:
     low, high = bounds
     with np.errstate(invalid="ignore"):
         return (values >= low) & (values < high)
@@ -177,6 +175,10 @@ class TwinIndex:
                                      self.classes)
         # Fixed-width strings ("" unknown): a filter compares them without a Python loop.
         self.sex = r["sex"].fillna("").to_numpy("U1") if "sex" in r else np.full(len(r), "")
+        # A request's filter reads its sex's rows rather than comparing a million strings.
+        self._sex_rows = {sex: self.sex == sex for sex in ("F", "M")}
+        for mask in self._sex_rows.values():
+            mask.flags.writeable = False
         self.seropositive = r["seropositive"].map({True: 1.0, False: 0.0}).to_numpy(float) \
             if "seropositive" in r else np.full(len(r), np.nan)
         self.numeric = {c: r[c].to_numpy(float) if c in r else np.full(len(r), np.nan)
@@ -213,10 +215,11 @@ class TwinIndex:
             return ok
         f = filters
         if f.sex is not None:
-            ok &= self.sex == f.sex
-        ok &= _range(self.numeric["age"], f.age)
-        ok &= _range(self.numeric["disease_years"], f.disease_years)
-        ok &= _range(self.numeric["das28"], f.das28)
+            ok &= self._sex_rows[f.sex] if f.sex in self._sex_rows else self.sex == f.sex
+        for column, bounds in (("age", f.age), ("disease_years", f.disease_years),
+                               ("das28", f.das28)):
+            if bounds is not None:
+                ok &= _range(self.numeric[column], bounds)
         if f.seropositive is not None:
             ok &= self.seropositive == float(f.seropositive)
         for wanted, bits in ((f.current_classes, self.current_bits),

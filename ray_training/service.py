@@ -325,13 +325,16 @@ def twin_router(state: TwinState, encoder: NewPatientEncoder | None = None) -> A
         except LookupError as err:
             raise HTTPException(404, str(err)) from None
         raw = twin_report_at(loaded.index, subject_id, time, at, vector, point_state, cfg,
-                             body.filters.filters())
+                             body.filters.filters(), state.privacy.neighbour_rows)
         return disclosed_report(raw, state.privacy, state.key, cfg.min_cell_size)
 
-    @router.post("/twin/report", summary="A patient's twin report at a time, disclosed")
-    def report(body: ReportBody) -> dict:
+    @router.post("/twin/report", summary="A patient's twin report at a time, disclosed",
+                 response_model=dict)
+    def report(body: ReportBody) -> JSONResponse:
         loaded = state.loaded  # one version for the whole request, whatever a swap does
-        return answer(loaded, loaded.points, body.subject_id, _utc(body.time), body)
+        # Already plain JSON types: sent as they are, without FastAPI's walk over every value.
+        return JSONResponse(answer(loaded, loaded.points, body.subject_id, _utc(body.time),
+                                   body))
 
     if encoder is not None:
         @router.post("/twin/new-patient", summary="The twin report of a patient not in the "

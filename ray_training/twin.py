@@ -277,9 +277,11 @@ def twin_report(index: TwinIndex, subject_id: int, time: pd.Timestamp, cfg: Quer
 
 def twin_report_at(index: TwinIndex, subject_id: int, time: pd.Timestamp, at: pd.Timestamp,
                    vector: np.ndarray, state: pd.DataFrame, cfg: QueryConfig,
-                   filters: Filters | None = None) -> dict:
+                   filters: Filters | None = None, neighbour_rows: bool = True) -> dict:
     """``twin_report`` from the query point already looked up (``query_point``): its prediction
-    time ``at``, its embedding and its state (one row of ``STATE_FEATURES``)."""
+    time ``at``, its embedding and its state (one row of ``STATE_FEATURES``). Without
+    ``neighbour_rows`` the report's ``neighbours`` is None: a caller that will not disclose
+    them (``rdt serve`` without ``privacy.neighbour_rows``) does not pay for building them."""
     asked = questions(index, cfg, filters, state["das28"].to_numpy(float))
     found = index.search(index.to_space(vector[None, :], state), np.array([subject_id]), cfg.k,
                          asked, cfg.one_point_per_patient, cfg.exact)
@@ -298,7 +300,8 @@ def twin_report_at(index: TwinIndex, subject_id: int, time: pd.Timestamp, at: pd
         "index_version": index.manifest["index_version"],
         "k": cfg.k,
         "filters": (filters or Filters()).describe(),
-        "neighbours": [
+        "neighbours_found": len(hits),
+        "neighbours": None if not neighbour_rows else [
             {"subject_id": int(index.subject[row]), "prediction_time": at_.isoformat(),
              "similarity": round(float(s), 4),
              "outcomes": {t: None if censored[i] else bool(label[i])

@@ -30,6 +30,7 @@ def report(usable: int = 43, events: int = 3) -> dict:
             "neighbours": [{"subject_id": s, "prediction_time": "2018-01-01T00:00:00+00:00",
                             "similarity": 0.9, "outcomes": {"flare": True}}
                            for s in SOURCE_IDS[1:]],
+            "neighbours_found": len(SOURCE_IDS) - 1,
             "events": [flare],
             "time_to_event": {"neighbours": 43, "events": 38, "median_days": 90.0,
                               "low_days": 60.0, "high_days": 120.0, "suppressed": False,
