@@ -105,16 +105,20 @@ def summary_paragraph(job: str, result: dict, seconds: float) -> str:
     def scalar(value) -> bool:
         return isinstance(value, (str, int, float))
 
+    def about_a_patient(key) -> bool:
+        return "subject" in str(key) or "patient" in str(key)
+
     def shown(value) -> str:
         if isinstance(value, dict):  # a breakdown, e.g. rows per table
-            return ", ".join(f"{k} {shown(v)}" for k, v in value.items())
+            return ", ".join(f"{k} {shown(v)}" for k, v in value.items()
+                             if not about_a_patient(k))
         if isinstance(value, float):
             return f"{value:.3g}"
         return f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else str(value)
 
     figures = [f"{key.replace('_', ' ')} {shown(value)}"
                for key, value in (result or {}).items()
-               if "subject" not in key and "patient" not in key
+               if not about_a_patient(key)
                and (scalar(value) or isinstance(value, dict) and 0 < len(value) <= 20
                     and all(scalar(v) for v in value.values()))]
     return (f"rdt {job} finished in {_duration(seconds)}"

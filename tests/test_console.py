@@ -21,8 +21,10 @@ def test_progress_reports_done_rate_and_time_left(caplog):
 
 def test_closing_summary_names_figures_and_never_a_subject():
     text = summary_paragraph("generate", {"simulated": 1200, "rows": {"omop.person": 1200},
-                                          "subject_id": 42, "patient": 7, "neighbours": [1, 2]}, 75)
-    assert text == "rdt generate finished in 1.2 min: simulated 1,200; rows omop.person 1,200."
+                                          "subject_id": 42, "patient": 7, "neighbours": [1, 2],
+                                          "query": {"patient": 135931849816017535, "k": 50}}, 75)
+    assert text == ("rdt generate finished in 1.2 min: simulated 1,200; rows omop.person 1,200; "
+                    "query k 50.")
 
 
 def test_console_is_quiet_without_a_terminal_but_keeps_every_line_in_the_log(tmp_path, capsys):
