@@ -85,7 +85,7 @@ def run(cfg: Config, opts: Options) -> dict:
                                 and not opts.all_points)
     try:
         report = twin_report(index, opts.subject, parse_time(opts.time), query,
-                             filters_from(opts))
+                             filters_from(opts), cfg.privacy.neighbour_rows)
     except LookupError as err:
         raise JobFailed(str(err)) from None
     # The output boundary: pseudonyms, individual rows only where granted, small cells hidden.

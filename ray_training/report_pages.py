@@ -27,7 +27,6 @@ import pyarrow.compute as pc
 from deltalake import DeltaTable
 
 from ray_training.disclosure import disclosed_report
-from ray_training.index import current_index
 from ray_training.patient_course import ReportConfig, modalities_at, patient_course
 from ray_training.report_html import cohort_html, report_html, search_html
 from ray_training.search import Filters, TwinIndex
@@ -77,7 +76,8 @@ def report_page(sources: ReportSources, index: TwinIndex, key, subject_id: int,
                 time: pd.Timestamp, filters: Filters | None = None) -> tuple[str, dict]:
     """One patient's twin report page at ``time`` and the disclosed report it shows. Raises
     LookupError when the patient has no prediction time at or before ``time``."""
-    report = twin_report(index, subject_id, time, sources.query, filters)
+    report = twin_report(index, subject_id, time, sources.query, filters,
+                         sources.privacy.neighbour_rows)
     at = pd.Timestamp(report["prediction_time"])
     m = index.manifest
     used = modalities_at(m["embeddings"]["path"], m["embeddings"]["version"], m["model_version"],
@@ -89,9 +89,9 @@ def report_page(sources: ReportSources, index: TwinIndex, key, subject_id: int,
     return report_html(shown, course, sources.query.min_cell_size), shown
 
 
-def prediction_times(run_dir: str, subject_id: int) -> list[str]:
-    """The patient's prediction times in the current index's embeddings (ISO strings)."""
-    _, m = current_index(run_dir)
+def prediction_times(manifest: dict, subject_id: int) -> list[str]:
+    """The patient's prediction times in the embeddings an index pins (ISO strings)."""
+    m = manifest
     table = DeltaTable(m["embeddings"]["path"], version=m["embeddings"]["version"])
     times = table.to_pyarrow_dataset().to_table(
         columns=["prediction_time"], filter=(pc.field("subject_id") == subject_id)
@@ -121,7 +121,8 @@ def router(sources: ReportSources, token_check: Callable,
         cohorts = saved_cohorts(sources.run_dir)
         if subject is None:
             return search_html(cohorts)
-        times = prediction_times(sources.run_dir, subject)
+        # The index the reports come from: a time listed here is one it can answer.
+        times = prediction_times(serving_index().manifest, subject)
         return search_html(cohorts, subject, times,
                            None if times else "No twin report for that patient id.")
 

@@ -269,10 +269,11 @@ def query_point(manifest: dict, subject_id: int, time: pd.Timestamp) -> tuple[pd
 
 
 def twin_report(index: TwinIndex, subject_id: int, time: pd.Timestamp, cfg: QueryConfig,
-                filters: Filters | None = None) -> dict:
+                filters: Filters | None = None, neighbour_rows: bool = True) -> dict:
     """Everything the twin says about one patient at one time, as a plain dict."""
     at, vector, state = query_point(index.manifest, subject_id, time)
-    return twin_report_at(index, subject_id, time, at, vector, state, cfg, filters)
+    return twin_report_at(index, subject_id, time, at, vector, state, cfg, filters,
+                          neighbour_rows)
 
 
 def twin_report_at(index: TwinIndex, subject_id: int, time: pd.Timestamp, at: pd.Timestamp,
@@ -281,7 +282,7 @@ def twin_report_at(index: TwinIndex, subject_id: int, time: pd.Timestamp, at: pd
     """``twin_report`` from the query point already looked up (``query_point``): its prediction
     time ``at``, its embedding and its state (one row of ``STATE_FEATURES``). Without
     ``neighbour_rows`` the report's ``neighbours`` is None: a caller that will not disclose
-    them (``rdt serve`` without ``privacy.neighbour_rows``) does not pay for building them."""
+    them (``privacy.neighbour_rows`` off) does not pay for building them."""
     asked = questions(index, cfg, filters, state["das28"].to_numpy(float))
     found = index.search(index.to_space(vector[None, :], state), np.array([subject_id]), cfg.k,
                          asked, cfg.one_point_per_patient, cfg.exact)
