@@ -20,8 +20,9 @@ import numpy as np
 import pyarrow as pa
 from deltalake import write_deltalake
 
-from ray_training.cluster import RayConfig, connect
-from ray_training.index import IndexConfig, Sources, build_index
+from ray_training.cluster import connect
+from ray_training.index import Sources, build_index
+from ray_training.settings import IndexConfig, RayConfig
 
 POINTS_PER_PATIENT = 8
 TASK = "flare_within_180d"

@@ -1,8 +1,10 @@
 """The YAML config (conf/local.yaml, conf/cluster.example.yaml): one section per library.
 
-Each section is the typed settings dataclass of the library that reads it, defined next to that
-code (``spark`` -> ``rdt_spark.session.SparkConfig``, ``model`` -> the events encoder's config,
-``index`` -> ``ray_training.index.IndexConfig``, ...), so every setting has one home. Every key is
+Each section is the typed settings dataclass of the library that reads it: the Spark side's next to
+the code that reads them (``spark`` -> ``rdt_spark.session.SparkConfig``, ...), the Ray side's
+together in ``ray_training.settings`` (``model``, ``index``, ``serve``, ...), which imports neither
+torch nor Ray, so a job reads its config in well under a second. Every setting has one home.
+Every key is
 checked (``rdt_spark.settings``): an unknown key, a missing section or a value of the wrong type
 fails with a ``ConfigError`` that names the file and the dotted key.
 """
@@ -15,15 +17,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ray_training.cluster import RayConfig
-from ray_training.embed import EmbedConfig
-from ray_training.events_encoder import EventsConfig
-from ray_training.gbm import GBMConfig
-from ray_training.index import IndexConfig
-from ray_training.patient_course import ReportConfig
-from ray_training.service import ServeConfig
-from ray_training.train import TrainConfig
-from ray_training.twin import QueryConfig
+from ray_training.settings import (
+    EmbedConfig,
+    EventsConfig,
+    GBMConfig,
+    IndexConfig,
+    QueryConfig,
+    RayConfig,
+    ReportConfig,
+    ServeConfig,
+    TrainConfig,
+)
 from rdt_spark.evaluation import EvaluateConfig
 from rdt_spark.pseudonyms import SUBJECT_ID_KINDS, PrivacyConfig
 from rdt_spark.session import SparkConfig

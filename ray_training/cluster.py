@@ -4,15 +4,10 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
 
 import ray
 
-
-@dataclass(frozen=True)
-class RayConfig:
-    address: str | None = None  # None starts a local Ray; "auto" or ray://host:port joins a cluster
-    num_cpus: int | None = None  # local only; None lets Ray count the cores
+from ray_training.settings import RayConfig
 
 
 def connect(cfg: RayConfig) -> None:

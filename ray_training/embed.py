@@ -8,7 +8,6 @@ of the states up to it), computed over the window of at most ``max_seq_len`` eve
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -18,14 +17,8 @@ import torch
 
 from ray_training.datasets import pad_windows, read_delta, window
 from ray_training.events_encoder import MODALITY
+from ray_training.settings import EmbedConfig
 from ray_training.train import load_encoder
-
-
-@dataclass(frozen=True)
-class EmbedConfig:
-    batch_size: int = 64  # timelines per Ray Data batch
-    concurrency: int = 1  # encoder actors (each loads the model once)
-
 
 EMBED_COLUMNS = ["subject_id", "tokens", "ages", "deltas", "values", "times",
                  "prediction_times", "split"]

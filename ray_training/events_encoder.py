@@ -9,13 +9,13 @@ Self-supervised objective: predict the next token.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from ray_training.modalities import Modality
+from ray_training.settings import EventsConfig
 
 MODALITY = Modality(
     name="events", reads="gold.timelines",
@@ -23,16 +23,6 @@ MODALITY = Modality(
     output="2 x d_model: the state at the last event before the prediction time, and the "
            "running mean of the states up to it",
 )
-
-
-@dataclass(frozen=True)
-class EventsConfig:
-    vocab_size: int = 0  # from gold.vocab when training starts (config files leave it out)
-    max_seq_len: int = 512
-    d_model: int = 64
-    n_layers: int = 2
-    n_heads: int = 4
-    dropout: float = 0.1
 
 
 class CausalSelfAttention(nn.Module):

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import lightgbm
@@ -30,18 +30,7 @@ import ray.train
 from ray.train import Checkpoint, DataConfig, RunConfig, ScalingConfig
 from ray.train.lightgbm import LightGBMTrainer
 
-
-@dataclass(frozen=True)
-class GBMConfig:
-    num_workers: int = 1  # Ray Train workers
-    cpus_per_worker: int = 1
-    num_boost_round: int = 400
-    early_stopping_rounds: int = 30  # on the validation split's log loss
-    learning_rate: float = 0.05
-    num_leaves: int = 31
-    min_data_in_leaf: int = 40
-    feature_fraction: float = 0.8
-    lambda_l2: float = 1.0
+from ray_training.settings import GBMConfig
 
 
 def matrix(batch: dict, oracle: bool) -> np.ndarray:

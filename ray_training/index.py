@@ -32,7 +32,7 @@ import datetime as dt
 import hashlib
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +43,7 @@ import scann
 from deltalake import DeltaTable
 from deltalake.exceptions import TableNotFoundError
 
+from ray_training.settings import IndexConfig
 from ray_training.versions import VersionedDir
 
 MANIFEST, ROWS, SCALING, VECTORS = "manifest.json", "rows.parquet", "scaling.npz", "vectors.npy"
@@ -52,18 +53,6 @@ STATE_COLUMNS = ["sex", "age", "disease_years", "seropositive", "current_classes
                  "past_classes", "das28", "mtss"]
 COURSE_COLUMNS = {"das28": "das28_course", "mtss": "mtss_course"}  # measure -> trajectory column
 TRAJECTORY_COLUMNS = ["follow_up_days", "event_days", *COURSE_COLUMNS.values()]
-
-
-@dataclass(frozen=True)
-class IndexConfig:
-    splits: list[str] = field(default_factory=lambda: ["train"])  # the reference population
-    num_shards: int = 1
-    brute_force_below: int = 20000  # exact search for small shards, a ScaNN tree above
-    leaves_per_sqrt_n: float = 1.0
-    leaves_to_search_fraction: float = 0.03  # tuned on 1M patient-times (benchmarks/ann.py)
-    reorder: int = 200  # recall@10 at 1M: 0.946 with 100, 0.988 with 200 (benchmarks/ann.py)
-    state_weight: float = 0.25  # share of the distance given to the clinical state (SearchSpace)
-    whitening_shrinkage: float = 0.01  # added to each eigenvalue, as a share of their mean
 
 
 def indexes(run_dir: str | Path) -> VersionedDir:

@@ -16,28 +16,14 @@ days, asked at 2019-09-01 -> ``series["DAS28"]`` holds both values and ``treatme
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 import pyarrow.compute as pc
 from deltalake import DeltaTable
 
-
-@dataclass(frozen=True)
-class ReportConfig:
-    """The ``report`` section: which codes a report's course charts draw, by panel and label."""
-
-    # panel -> label -> codes (at equal times the first listed code wins)
-    panels: dict[str, dict[str, list[str]]] = field(default_factory=lambda: {
-        "DAS28": {"DAS28": ["RDT/DAS28_ESR", "RDT/DAS28_CRP"]},
-        "Components": {"tender joints (28)": ["RDT/TJC28"], "swollen joints (28)": ["RDT/SJC28"],
-                       "patient global (mm)": ["RDT/PGA"]},
-        "Inflammation": {"CRP (mg/L)": ["LOINC/1988-5"], "ESR (mm/h)": ["LOINC/4537-7"]},
-        "Sharp score": {"mTSS": ["RDT/MTSS"]},
-    })
-    flare_codes: list[str] = field(default_factory=lambda: ["RDT/FLARE"])
-    treatment_gap_days: int = 180  # a class unrecorded for longer than this was stopped
+from ray_training.settings import ReportConfig
 
 
 @dataclass

@@ -27,10 +27,11 @@ import pyarrow.compute as pc
 from deltalake import DeltaTable
 
 from ray_training.disclosure import disclosed_report
-from ray_training.patient_course import ReportConfig, modalities_at, patient_course
+from ray_training.patient_course import modalities_at, patient_course
 from ray_training.report_html import cohort_html, report_html, search_html
 from ray_training.search import Filters, TwinIndex
-from ray_training.twin import QueryConfig, twin_report
+from ray_training.settings import QueryConfig, ReportConfig
+from ray_training.twin import twin_report
 from rdt_spark.pseudonyms import PrivacyConfig
 
 

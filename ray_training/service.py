@@ -51,20 +51,11 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validat
 from ray_training.disclosure import disclosed_report, shown_count
 from ray_training.index import STATE_FEATURES, indexes
 from ray_training.search import Filters, TwinIndex
-from ray_training.twin import QueryConfig, twin_report_at
+from ray_training.settings import QueryConfig, ServeConfig
+from ray_training.twin import twin_report_at
 from rdt_spark.pseudonyms import PrivacyConfig, PseudonymKey
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class ServeConfig:
-    host: str = "127.0.0.1"  # loopback by default: expose it deliberately
-    port: int = 8000
-    token_env: str = "RDT_SERVE_TOKEN"  # the environment variable holding the bearer token
-    max_k: int = 200  # the most neighbours per question a request may ask for
-    reload_seconds: float = 5.0  # how often CURRENT is checked for a new index version
-    new_patients: bool = True  # new-patient queries (starts a local Spark session for them)
 
 
 # ---------------------------------------------------------------------------------------------

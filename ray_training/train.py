@@ -14,7 +14,6 @@ import hashlib
 import json
 import shutil
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,22 +24,11 @@ from ray.train import Checkpoint, CheckpointConfig, DataConfig, RunConfig, Scali
 from ray.train.torch import TorchTrainer
 
 from ray_training.datasets import TIMELINE_COLUMNS, TrainingCollate, read_delta
-from ray_training.events_encoder import EventsConfig, EventsEncoder
+from ray_training.events_encoder import EventsEncoder
+from ray_training.settings import EventsConfig, TrainConfig
 from ray_training.versions import VersionedDir
 
 MODEL_FILE, CONFIG_FILE = "model.pt", "model.json"
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    num_workers: int = 1  # Ray Train workers; on a 2-core machine leave a CPU for Ray Data
-    cpus_per_worker: int = 1
-    use_gpu: bool = False
-    epochs: int = 8
-    batch_size_per_worker: int = 32  # the global batch is this times num_workers
-    learning_rate: float = 1e-3
-    weight_decay: float = 0.01  # on matrices and embeddings only (configure_optimizers)
-    seed: int = 0
 
 
 def models(run_dir: str | Path) -> VersionedDir:

@@ -21,7 +21,7 @@ plain dicts (dataclasses as dicts), so a disclosure layer can act on them.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 
 import numpy as np
 import pandas as pd
@@ -33,20 +33,10 @@ from deltalake import DeltaTable
 from ray_training import forecasts as fc
 from ray_training.index import COURSE_COLUMNS, STATE_FEATURES, outcome_column
 from ray_training.search import Filters, Question, TwinIndex
+from ray_training.settings import QueryConfig
 
 DAY_US = 86_400_000_000
 ALL = "all"  # the question every neighbour can answer: time to event, and who the neighbours are
-
-
-@dataclass(frozen=True)
-class QueryConfig:
-    k: int = 50
-    min_cell_size: int = 10  # no count of fewer patients (zero aside) is shown: disclosure.py
-    one_point_per_patient: bool = True
-    # Treatment response: neighbours whose DAS28 when they started the class lies within this of
-    # the query's latest DAS28 (0: no matching on disease activity).
-    response_das28_window: float = 1.2
-    exact: bool = False  # exact search of every shard instead of ScaNN's approximate pools
 
 
 def course_question(measure: str, month: int) -> str:

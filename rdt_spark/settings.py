@@ -1,7 +1,7 @@
 """Typed settings from YAML: a mapping becomes a frozen dataclass, checked key by key.
 
-Every library declares its settings as a dataclass next to the code that reads them
-(``ray_training.index.IndexConfig``, ``rdt_spark.tasks.EventWithin``, ...); ``from_mapping``
+Every library declares its settings as a dataclass (``rdt_spark.tasks.EventWithin`` next to the
+code that reads it; the Ray side's in ``ray_training.settings``, ...); ``from_mapping``
 builds one from parsed YAML. An unknown key, a missing required key or a value of the wrong type
 fails with a ``ConfigError`` that names the file and the dotted key.
 

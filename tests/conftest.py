@@ -39,7 +39,8 @@ def spark():
 
 @pytest.fixture(scope="session")
 def ray_local():
-    from ray_training.cluster import RayConfig, connect
+    from ray_training.cluster import connect
+    from ray_training.settings import RayConfig
 
     connect(RayConfig(None, 2))
     yield

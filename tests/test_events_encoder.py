@@ -1,6 +1,7 @@
 import torch
 
-from ray_training.events_encoder import EventsConfig, EventsEncoder
+from ray_training.events_encoder import EventsEncoder
+from ray_training.settings import EventsConfig
 
 
 def inputs(tokens: torch.Tensor) -> dict:

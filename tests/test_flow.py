@@ -13,8 +13,9 @@ from pyspark.sql import functions as F
 from jobs import ingest
 from jobs.cli import main
 from ray_training.embed import EMBED_COLUMNS, Embedder, events_before
+from ray_training.settings import QueryConfig
 from ray_training.train import models
-from ray_training.twin import QueryConfig, TwinIndex, twin_report
+from ray_training.twin import TwinIndex, twin_report
 from rdt_spark import evaluation as ev
 from rdt_spark.lake import read_table, table_path
 from rdt_spark.pseudonyms import pseudonym

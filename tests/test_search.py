@@ -5,8 +5,9 @@ import pandas as pd
 import pytest
 from deltalake import write_deltalake
 
-from ray_training.index import IndexConfig, Sources, build_index
+from ray_training.index import Sources, build_index
 from ray_training.search import Filters, Question, TwinIndex
+from ray_training.settings import IndexConfig
 
 PATIENTS, POINTS, DIM = 120, 8, 16
 TASK = "flare_within_180d"
@@ -121,7 +122,8 @@ def test_scann_tree_pools_find_most_of_the_exact_neighbours(built):
 
 
 def test_a_temporal_question_admits_only_outcomes_closed_before_the_cutoff(built):
-    from ray_training.twin import QueryConfig, questions
+    from ray_training.settings import QueryConfig
+    from ray_training.twin import questions
 
     index, _, _, _ = built
     cutoff = pd.Timestamp("2020-09-01", tz="UTC")  # the first three of eight points closed

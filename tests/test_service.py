@@ -16,7 +16,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ray_training.index import state_features
-from ray_training.service import ServeConfig, TwinState, create_app, service_token
+from ray_training.service import TwinState, create_app, service_token
+from ray_training.settings import ServeConfig
 
 TOKEN = "test-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
