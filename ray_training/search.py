@@ -83,7 +83,7 @@ class Question:
     def count(self, start: int, stop: int) -> int:
         """Allowed rows in [start, stop), counted once per question and shard."""
         if (start, stop) not in self._counts:
-            self._counts[start, stop] = int(self.allowed[start:stop].sum())
+            self._counts[start, stop] = int(np.count_nonzero(self.allowed[start:stop]))
         return self._counts[start, stop]
 
     def admits(self, q: int, rows: np.ndarray) -> np.ndarray:
@@ -162,6 +162,7 @@ class TwinIndex:
         """Column arrays the filters and forecasts read, and each shard's patient segments."""
         r = self.rows
         self._usable: dict[str, np.ndarray] = {}
+        self._outcomes: dict[str, np.ndarray] = {}
         self.question_counts: dict[str, dict] = {}  # per question over unfiltered masks (twin.py)
         self.everyone = np.ones(len(r), bool)
         self.everyone.flags.writeable = False
@@ -199,6 +200,16 @@ class TwinIndex:
             self._usable[task] = ~self.rows[outcome_column(task, "censored")].to_numpy(bool)
             self._usable[task].flags.writeable = False
         return self._usable[task]
+
+    def outcome(self, task: str, field: str) -> np.ndarray:
+        """Every row's ``field`` ("label", or "category" for a response task) of ``task``,
+        read from the rows once; read-only."""
+        key = outcome_column(task, field)
+        if key not in self._outcomes:
+            values = self.rows[key].to_numpy(bool if field == "label" else object)
+            values.flags.writeable = False
+            self._outcomes[key] = values
+        return self._outcomes[key]
 
     def course_known(self, measure: str, position: int) -> np.ndarray:
         """Rows with a known ``measure`` at the course's ``position``-th month; read-only."""

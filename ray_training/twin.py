@@ -31,7 +31,7 @@ import ray
 from deltalake import DeltaTable
 
 from ray_training import forecasts as fc
-from ray_training.index import COURSE_COLUMNS, STATE_FEATURES, outcome_column
+from ray_training.index import COURSE_COLUMNS, STATE_FEATURES
 from ray_training.search import Filters, Question, TwinIndex
 from ray_training.settings import QueryConfig
 
@@ -83,13 +83,13 @@ def questions(index: TwinIndex, cfg: QueryConfig, filters: Filters | None,
 def answers(index: TwinIndex, found: dict[str, tuple[np.ndarray, np.ndarray]],
             cfg: QueryConfig) -> dict:
     """Every forecast for one query from its neighbours per question (index rows, similarity)."""
-    rows, months = index.rows, index.manifest["course_months"]
+    months = index.manifest["course_months"]
     events, responses = [], []
     for task, meta in index.manifest["catalogue"].items():
         hits = found[task][0]
-        labels = rows[outcome_column(task, "label")].to_numpy(bool)[hits]
+        labels = index.outcome(task, "label")[hits]
         if meta["drug_class"]:
-            categories = rows[outcome_column(task, "category")].to_numpy(object)[hits]
+            categories = index.outcome(task, "category")[hits]
             matching = (f"neighbours with a DAS28 within {cfg.response_das28_window} of the "
                         "query's at the start" if cfg.response_das28_window > 0 else "unmatched")
             responses.append(fc.response(task, meta["drug_class"], labels, categories,
@@ -279,10 +279,6 @@ def twin_report_at(index: TwinIndex, subject_id: int, time: pd.Timestamp, at: pd
     per_question = {name: found[name][0] for name in asked}
     answered = answers(index, per_question, cfg)
     hits, sims = per_question[ALL]
-    times = index.rows["prediction_time"].iloc[hits]
-    tasks = [t for t, meta in index.manifest["catalogue"].items() if not meta["drug_class"]]
-    outcomes = {t: (~index.usable(t)[hits],
-                    index.rows[outcome_column(t, "label")].to_numpy(bool)[hits]) for t in tasks}
     return {
         "subject_id": int(subject_id),
         "requested_time": time.isoformat(),
@@ -292,16 +288,7 @@ def twin_report_at(index: TwinIndex, subject_id: int, time: pd.Timestamp, at: pd
         "k": cfg.k,
         "filters": (filters or Filters()).describe(),
         "neighbours_found": len(hits),
-        "neighbours": None if not neighbour_rows else [
-            {"subject_id": int(index.subject[row]), "prediction_time": at_.isoformat(),
-             "similarity": round(float(s), 4),
-             "outcomes": {t: None if censored[i] else bool(label[i])
-                          for t, (censored, label) in outcomes.items()},
-             # what followed the matched time: the value then and at each course month
-             "course": {m: [_number(index.numeric[m][row]),
-                            *(_number(v) for v in index.course[m][row])] for m in COURSE_COLUMNS}}
-            for i, (row, at_, s) in enumerate(zip(hits, times, sims, strict=True))
-        ],
+        "neighbours": _neighbour_rows(index, hits, sims) if neighbour_rows else None,
         "state": {c: _number(state[c].iloc[0]) for c in ("das28", "mtss", "age",
                                                           "disease_years")},
         "course_months": list(index.manifest["course_months"]),
@@ -310,6 +297,23 @@ def twin_report_at(index: TwinIndex, subject_id: int, time: pd.Timestamp, at: pd
         "treatment_response": [asdict(r) for r in answered["treatment_response"]],
         "course": [asdict(c) for c in answered["course"]],
     }
+
+
+def _neighbour_rows(index: TwinIndex, hits: np.ndarray, sims: np.ndarray) -> list[dict]:
+    """Each neighbour's patient-time, similarity, outcomes and what followed its matched time
+    (the value then and at each course month)."""
+    times = index.rows["prediction_time"].iloc[hits]
+    tasks = [t for t, meta in index.manifest["catalogue"].items() if not meta["drug_class"]]
+    outcomes = {t: (~index.usable(t)[hits], index.outcome(t, "label")[hits]) for t in tasks}
+    return [
+        {"subject_id": int(index.subject[row]), "prediction_time": at.isoformat(),
+         "similarity": round(float(s), 4),
+         "outcomes": {t: None if censored[i] else bool(label[i])
+                      for t, (censored, label) in outcomes.items()},
+         "course": {m: [_number(index.numeric[m][row]),
+                        *(_number(v) for v in index.course[m][row])] for m in COURSE_COLUMNS}}
+        for i, (row, at, s) in enumerate(zip(hits, times, sims, strict=True))
+    ]
 
 
 def _number(x) -> float | None:
