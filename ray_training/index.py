@@ -77,8 +77,12 @@ STATE_FEATURES = ("das28", "mtss", "disease_years", "age", "seropositive", "curr
 
 def flags(values: pd.Series) -> np.ndarray:
     """True/False as 1.0/0.0, missing (None, NaN, NA) as NaN. (Not ``Series.map``: a query
-    reads one row, and map's overhead was a tenth of a twin query's time.)"""
-    return np.array([np.nan if pd.isna(v) else float(bool(v)) for v in values], dtype=float)
+    reads one row, and map's 0.15 ms was a tenth of a twin query's time.)"""
+    v = values.to_numpy(object)
+    out = np.full(len(v), np.nan)
+    known = ~pd.isna(v)
+    out[known] = v[known].astype(bool)
+    return out
 
 
 def state_features(frame: pd.DataFrame) -> np.ndarray:

@@ -38,6 +38,7 @@ from ray_training.index import (
     SCALING,
     VECTORS,
     SearchSpace,
+    flags,
     indexes,
     outcome_column,
     state_features,
@@ -180,8 +181,8 @@ class TwinIndex:
         self._sex_rows = {sex: self.sex == sex for sex in ("F", "M")}
         for mask in self._sex_rows.values():
             mask.flags.writeable = False
-        self.seropositive = r["seropositive"].map({True: 1.0, False: 0.0}).to_numpy(float) \
-            if "seropositive" in r else np.full(len(r), np.nan)
+        self.seropositive = flags(r["seropositive"]) if "seropositive" in r \
+            else np.full(len(r), np.nan)
         self.numeric = {c: r[c].to_numpy(float) if c in r else np.full(len(r), np.nan)
                         for c in ("age", "disease_years", "das28", "mtss", "follow_up_days",
                                   "event_days")}
