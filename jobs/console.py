@@ -15,7 +15,7 @@ names the log.
 
 **Scheduled runs stay quiet.** When stderr is not a terminal (cron, a cluster scheduler, a pipe)
 or ``--quiet`` is given, our progress lines go to the log file only; the terminal gets the job's
-closing summary (``Console.summary``: one paragraph of what the job wrote) and failures.
+closing summary (one paragraph of what the job wrote) and failures, both through ``Console.say``.
 ``Progress`` reports stages or records done, the rate and the time left, at most every few
 seconds.
 """
@@ -173,12 +173,9 @@ class Console:
         logger.addHandler(handler)
         self._handlers.append((logger, handler))
 
-    def summary(self, paragraph: str) -> None:
-        """The job's closing paragraph, on the terminal even when quiet (and in the log)."""
-        self.fail(paragraph)
-
-    def fail(self, message: str) -> None:
-        """One line for the user (the log keeps the same line)."""
+    def say(self, message: str) -> None:
+        """A line for the user (a failure, the closing paragraph), on the terminal even when
+        quiet; the log keeps the same line."""
         print(message, file=self._terminal, flush=True)
         print(message, file=self._log_file, flush=True)
 
@@ -187,7 +184,7 @@ class Console:
         if error is not None and not isinstance(error, (KeyboardInterrupt, SystemExit)):
             self._log_file.write("".join(traceback.format_exception(kind, error, tb)))
             first_line = (str(error).strip().splitlines() or [""])[0]  # a JVM error runs on
-            self.fail(f"rdt {self.job} failed: {kind.__name__}: {first_line} "
+            self.say(f"rdt {self.job} failed: {kind.__name__}: {first_line} "
                       f"(details in {self.log_path})")
             self.exit_code = 1
             suppressed = True

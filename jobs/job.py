@@ -119,7 +119,7 @@ def run_from_args(job: Job, args: argparse.Namespace) -> int:
         try:
             result = job.run(cfg, job.options_from(args))
         except USER_ERRORS as err:
-            console.fail(f"rdt {job.name}: {err}")
+            console.say(f"rdt {job.name}: {err}")
             return 2
-        console.summary(summary_paragraph(job.name, result, time.monotonic() - started))
+        console.say(summary_paragraph(job.name, result, time.monotonic() - started))
     return console.exit_code

@@ -31,7 +31,7 @@ def test_console_is_quiet_without_a_terminal_but_keeps_every_line_in_the_log(tmp
     log = logging.getLogger("jobs.test_quiet")
     with Console(str(tmp_path), "quiet-job") as console:  # pytest's stderr is no terminal
         log.info("a progress line")
-        console.summary("rdt quiet-job finished in 1 s.")
+        console.say("rdt quiet-job finished in 1 s.")
     assert console.quiet
     err = capsys.readouterr().err
     assert "a progress line" not in err and "rdt quiet-job finished in 1 s." in err
