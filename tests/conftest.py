@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from pyspark.sql import functions as F
 
 from jobs.config import Config, load_config
 from rdt_spark.session import SparkConfig
@@ -139,3 +140,32 @@ def single_partition_steps(df) -> list[str]:
     lines = df._jdf.queryExecution().executedPlan().toString().splitlines()
     return [line.strip() for i, line in enumerate(lines) if "SinglePartition" in line
             and not (i > 0 and "GlobalLimit" in lines[i - 1])]
+
+
+def table_fingerprint(frame) -> tuple[int, str]:
+    """Row count and an order-free sum of hashes of each row's JSON (column names and values):
+    equal tables give equal fingerprints."""
+    row = frame.agg(F.count("*"), F.sum(F.xxhash64(F.to_json(F.struct(*frame.columns)))
+                                        .cast("decimal(38,0)"))).first()  # small: one row
+    return int(row[0]), str(row[1])
+
+
+# What the simulator writes for 60 patients, seed 3, conf/local.yaml's dates (see
+# test_simulate's pinned patients: a change to the model's output updates these on purpose).
+PINNED_REGISTRY = {  # table: table_fingerprint (rows, sum of xxhash64 of each row's JSON)
+    "ext.imaging": (124, "-13919296030930496798"),
+    "ext.omics": (15, "18990219116335266937"),
+    "ext.omics_genes": (300, "144039864060370644626"),
+    "omop.cdm_source": (1, "4720730893412639480"),
+    "omop.concept": (44, "-34360698129552883560"),
+    "omop.condition_occurrence": (266, "-114514798486661227735"),
+    "omop.death": (1, "1751175324854564079"),
+    "omop.drug_exposure": (2961, "-508297457009596933583"),
+    "omop.measurement": (10925, "300735269892304782700"),
+    "omop.note": (1041, "-42565399662386281807"),
+    "omop.observation_period": (60, "63525969870878545068"),
+    "omop.person": (60, "40372859613502615552"),
+    "omop.visit_occurrence": (1614, "-127190970048919504833"),
+    "truth.patient_latent": (60, "-62206270131379902409"),
+    "truth.treatment_response": (2051, "656154580988290461299"),
+}

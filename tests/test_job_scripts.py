@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from test_simulate import PINNED_REGISTRY, _fingerprint
+from conftest import PINNED_REGISTRY, table_fingerprint
 
 from jobs.cli import COMMANDS
 from rdt_spark.lake import read_table
@@ -84,7 +84,7 @@ def script_config(tmp_path_factory):
 
 def test_a_job_run_as_a_script_writes_what_rdt_writes_and_keeps_the_terminal_quiet(
         spark, script_config, tmp_path):
-    # The registry test_simulate pins (60 patients, seed 3, conf/local.yaml's dates): what the
+    # The registry conftest pins (60 patients, seed 3, conf/local.yaml's dates): what the
     # script wrote must be exactly what the simulator is pinned to produce.
     script = _run(sys.executable, str(SCRIPTS["generate"]), "--config", str(script_config),
                   "--lake", str(tmp_path / "a"), "--patients", "60", "--seed", "3", cwd=tmp_path)
@@ -96,7 +96,7 @@ def test_a_job_run_as_a_script_writes_what_rdt_writes_and_keeps_the_terminal_qui
     logs = list((tmp_path / "a" / "_runs" / "logs").glob("*-generate.log"))
     assert len(logs) == 1 and "Ivy" in logs[0].read_text()  # the chatter went to the log
     assert "omop.person: 60 rows" in logs[0].read_text()  # and so did the progress
-    written = {f"{schema}.{table.name}": _fingerprint(read_table(spark, str(tmp_path / "a"),
+    written = {f"{schema}.{table.name}": table_fingerprint(read_table(spark, str(tmp_path / "a"),
                                                                  f"{schema}.{table.name}"))
                for schema in ("omop", "ext", "truth")
                for table in sorted((tmp_path / "a" / schema).iterdir())}

@@ -3,6 +3,7 @@ import hashlib
 import json
 
 import numpy as np
+from conftest import PINNED_REGISTRY, table_fingerprint
 from pyspark.sql import functions as F
 
 from rdt_spark.lake import read_table, write_table
@@ -188,23 +189,15 @@ def test_omics_signatures_follow_the_hidden_phenotype():
             > np.mean(by_phenotype["fast_remitting"]) + 0.5)
 
 
-def _fingerprint(frame) -> tuple[int, str]:
-    """Row count and an order-free sum of hashes of each row's JSON (column names and values):
-    equal tables give equal fingerprints."""
-    row = frame.agg(F.count("*"), F.sum(F.xxhash64(F.to_json(F.struct(*frame.columns)))
-                                        .cast("decimal(38,0)"))).first()  # small: one row
-    return int(row[0]), str(row[1])
-
-
 def test_registry_is_identical_whatever_the_partitioning(spark, tmp_path):
     fingerprints = []
     for partitions in (1, 3):
         tables, records = generate_registry(
             spark, GenerateConfig(40, 5, partitions, "2015-01-01", "2024-12-31"))
-        fingerprints.append({name: _fingerprint(frame) for name, frame in tables.items()})
+        fingerprints.append({name: table_fingerprint(frame) for name, frame in tables.items()})
         if partitions == 3:  # what a job writes is what was fingerprinted
             write_table(tables["ext.imaging"], str(tmp_path), "ext.imaging")
-            written = _fingerprint(read_table(spark, str(tmp_path), "ext.imaging"))
+            written = table_fingerprint(read_table(spark, str(tmp_path), "ext.imaging"))
             assert written == fingerprints[-1]["ext.imaging"]
             ids = (tables["ext.imaging"].select(F.col("imaging_id").alias("id"))
                    .union(tables["ext.omics"].select("sample_id"))
@@ -220,25 +213,9 @@ def test_registry_is_identical_whatever_the_partitioning(spark, tmp_path):
 
 # Fingerprints of what the simulator produces, computed on the code as it stood before the
 # simulator became a package (issue 8). A refactor must leave every draw, row and value as it
-# was; any change to the model's output must update these on purpose, saying why.
+# was; any change to the model's output must update these on purpose, saying why. (The whole
+# registry's is conftest.PINNED_REGISTRY, which the job-script test checks the script against.)
 PINNED_PATIENTS_SHA256 = "17187f239d492e4ecbc7c5077ca8582d178056f639dc9192a9a50460a37cc144"
-PINNED_REGISTRY = {  # table: _fingerprint (rows, sum of xxhash64 of each row's JSON)
-    "ext.imaging": (124, "-13919296030930496798"),
-    "ext.omics": (15, "18990219116335266937"),
-    "ext.omics_genes": (300, "144039864060370644626"),
-    "omop.cdm_source": (1, "4720730893412639480"),
-    "omop.concept": (44, "-34360698129552883560"),
-    "omop.condition_occurrence": (266, "-114514798486661227735"),
-    "omop.death": (1, "1751175324854564079"),
-    "omop.drug_exposure": (2961, "-508297457009596933583"),
-    "omop.measurement": (10925, "300735269892304782700"),
-    "omop.note": (1041, "-42565399662386281807"),
-    "omop.observation_period": (60, "63525969870878545068"),
-    "omop.person": (60, "40372859613502615552"),
-    "omop.visit_occurrence": (1614, "-127190970048919504833"),
-    "truth.patient_latent": (60, "-62206270131379902409"),
-    "truth.treatment_response": (2051, "656154580988290461299"),
-}
 
 
 def _exact(value):
@@ -261,6 +238,6 @@ def test_simulated_patients_match_their_pinned_fingerprint():
 
 def test_generated_registry_matches_its_pinned_fingerprint(spark):
     tables, records = generate_registry(spark, GenerateConfig(60, 3, 2, "2012-01-01", "2025-12-31"))
-    got = {name: _fingerprint(frame) for name, frame in sorted(tables.items())}
+    got = {name: table_fingerprint(frame) for name, frame in sorted(tables.items())}
     records.unpersist()
     assert got == PINNED_REGISTRY
