@@ -4,9 +4,8 @@ Each section is the typed settings dataclass of the library that reads it: the S
 the code that reads them (``spark`` -> ``rdt_spark.session.SparkConfig``, ...), the Ray side's
 together in ``ray_training.settings`` (``model``, ``index``, ``serve``, ...), which imports neither
 torch nor Ray, so a job reads its config in well under a second. Every setting has one home.
-Every key is
-checked (``rdt_spark.settings``): an unknown key, a missing section or a value of the wrong type
-fails with a ``ConfigError`` that names the file and the dotted key.
+Every key is checked (``rdt_spark.settings``): an unknown key, a missing section or a value of the
+wrong type fails with a ``ConfigError`` that names the file and the dotted key.
 """
 
 from __future__ import annotations
