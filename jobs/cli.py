@@ -6,11 +6,11 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from jobs import demo
+from jobs import demo, run_all
 from jobs.job import run_from_args
 from jobs.registry import JOBS
 
-COMMANDS = {**JOBS, demo.JOB.name: demo.JOB}
+COMMANDS = {**JOBS, demo.JOB.name: demo.JOB, run_all.JOB.name: run_all.JOB}
 
 
 def parser() -> argparse.ArgumentParser:

@@ -28,6 +28,7 @@ from ray_training.settings import (
     TrainConfig,
 )
 from rdt_spark.evaluation import EvaluateConfig
+from rdt_spark.lake_uris import lake_root
 from rdt_spark.pseudonyms import SUBJECT_ID_KINDS, PrivacyConfig
 from rdt_spark.session import SparkConfig
 from rdt_spark.settings import ConfigError, from_mapping, read_yaml
@@ -112,7 +113,10 @@ def _validate(cfg: Config, source: str) -> Config:
         raise ConfigError(f"{source}: 'tokenize.tasks_file' names no file: {tasks_file} "
                           "(relative paths start at the config file's folder)")
     load_tasks(tasks_file)  # fail now, naming the key, rather than mid-job
-    lake = _absolute(cfg.lake)
+    try:
+        lake = lake_root(cfg.lake)
+    except ValueError as err:
+        raise ConfigError(f"{source}: 'lake': {err}") from None
     return cfg.replace(lake=lake, run_dir=_absolute(cfg.run_dir or f"{lake}/_runs"),
                        tokenize=dataclasses.replace(cfg.tokenize,
                                                     tasks_file=_absolute(str(tasks_file))))

@@ -13,19 +13,19 @@ import ray
 import torch
 from ray.data.collate_fn import NumpyBatchCollateFn
 
+from rdt_spark.lake_uris import delta_rs_uri, open_delta
+
 TIMELINE_COLUMNS = ["subject_id", "tokens", "ages", "deltas", "values", "split"]
 
 
 def delta_version(path: str) -> int:
-    from deltalake import DeltaTable
-
-    return DeltaTable(path).version()
+    return open_delta(path).version()
 
 
 def read_delta(path: str, columns: list[str] | None = None, version: int | None = None,
                split: str | None = None) -> ray.data.Dataset:
     """A Delta table (written by Spark) as a Ray Dataset, optionally one split of it."""
-    ds = ray.data.read_delta(path, version=version, columns=columns)
+    ds = ray.data.read_delta(delta_rs_uri(path), version=version, columns=columns)
     if split is not None:
         ds = ds.filter(expr=f"split == '{split}'")
     return ds

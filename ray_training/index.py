@@ -40,11 +40,11 @@ import pandas as pd
 import pyarrow.compute as pc
 import ray
 import scann
-from deltalake import DeltaTable
 from deltalake.exceptions import TableNotFoundError
 
 from ray_training.settings import IndexConfig
 from ray_training.versions import VersionedDir
+from rdt_spark.lake_uris import open_delta
 
 MANIFEST, ROWS, SCALING, VECTORS = "manifest.json", "rows.parquet", "scaling.npz", "vectors.npy"
 KEYS = ["subject_id", "prediction_time"]
@@ -189,7 +189,7 @@ class SearchSpace:
 def latest_version(path: str) -> int:
     """The Delta table's current version; a missing table names the job that writes it."""
     try:
-        return DeltaTable(path).version()
+        return open_delta(path).version()
     except TableNotFoundError:
         raise FileNotFoundError(f"no Delta table at {path}: run the job that writes it "
                                 "(rdt states writes gold.patient_states and gold.trajectories)"
@@ -224,7 +224,7 @@ def _read(source: tuple[str, int], columns: list[str], splits: list[str],
     where = pc.field("split").isin(splits)
     if subjects is not None:
         where &= (pc.field("subject_id") >= subjects[0]) & (pc.field("subject_id") < subjects[1])
-    return DeltaTable(path, version=version).to_pyarrow_dataset().to_table(
+    return open_delta(path, version=version).to_pyarrow_dataset().to_table(
         columns=columns, filter=where).to_pandas()
 
 
@@ -311,7 +311,7 @@ def _build_shard(sources: Sources, splits: list[str], subjects: Subjects, task_n
 
 def _course_months(sources: Sources) -> list[int]:
     path, version = sources.trajectories
-    first = DeltaTable(path, version=version).to_pyarrow_dataset().head(
+    first = open_delta(path, version=version).to_pyarrow_dataset().head(
         1, columns=["course_months"]).to_pylist()
     return list(first[0]["course_months"]) if first else []
 

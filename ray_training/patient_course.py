@@ -21,9 +21,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import pyarrow.compute as pc
-from deltalake import DeltaTable
 
 from ray_training.settings import ReportConfig
+from rdt_spark.lake_uris import open_delta
 
 
 @dataclass
@@ -45,7 +45,7 @@ class PatientCourse:
 
 
 def _events(events_path: str, subject_id: int, until: pd.Timestamp) -> pd.DataFrame:
-    return DeltaTable(events_path).to_pyarrow_dataset().to_table(
+    return open_delta(events_path).to_pyarrow_dataset().to_table(
         columns=["time", "code", "numeric_value"],
         filter=(pc.field("subject_id") == subject_id) & pc.field("time").is_valid()
         & (pc.field("time") <= until.to_pydatetime())).to_pandas()
@@ -73,7 +73,7 @@ def periods(times: pd.Series, gap_days: int) -> list[tuple[pd.Timestamp, pd.Time
 def modalities_at(embeddings_path: str, version: int, model_version: str, subject_id: int,
                   at: pd.Timestamp) -> list[str]:
     """The modalities gold.embeddings records for the patient's embedding at ``at``."""
-    rows = DeltaTable(embeddings_path, version=version).to_pyarrow_dataset().to_table(
+    rows = open_delta(embeddings_path, version=version).to_pyarrow_dataset().to_table(
         columns=["modalities"],
         filter=(pc.field("subject_id") == subject_id)
         & (pc.field("model_version") == model_version)

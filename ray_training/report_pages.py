@@ -24,7 +24,6 @@ from pathlib import Path
 
 import pandas as pd
 import pyarrow.compute as pc
-from deltalake import DeltaTable
 
 from ray_training.disclosure import disclosed_report
 from ray_training.patient_course import modalities_at, patient_course
@@ -32,6 +31,7 @@ from ray_training.report_html import cohort_html, report_html, search_html
 from ray_training.search import Filters, TwinIndex
 from ray_training.settings import QueryConfig, ReportConfig
 from ray_training.twin import twin_report
+from rdt_spark.lake_uris import open_delta
 from rdt_spark.pseudonyms import PrivacyConfig
 
 
@@ -93,7 +93,7 @@ def report_page(sources: ReportSources, index: TwinIndex, key, subject_id: int,
 def prediction_times(manifest: dict, subject_id: int) -> list[str]:
     """The patient's prediction times in the embeddings an index pins (ISO strings)."""
     m = manifest
-    table = DeltaTable(m["embeddings"]["path"], version=m["embeddings"]["version"])
+    table = open_delta(m["embeddings"]["path"], version=m["embeddings"]["version"])
     times = table.to_pyarrow_dataset().to_table(
         columns=["prediction_time"], filter=(pc.field("subject_id") == subject_id)
         & (pc.field("model_version") == m["model_version"])).column(0).to_pylist()

@@ -41,7 +41,6 @@ from typing import Annotated, Literal
 import numpy as np
 import pandas as pd
 import pyarrow.compute as pc
-from deltalake import DeltaTable
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -53,6 +52,7 @@ from ray_training.index import STATE_FEATURES, indexes
 from ray_training.search import Filters, TwinIndex
 from ray_training.settings import QueryConfig, ServeConfig
 from ray_training.twin import twin_report_at
+from rdt_spark.lake_uris import open_delta
 from rdt_spark.pseudonyms import PrivacyConfig, PseudonymKey
 
 log = logging.getLogger(__name__)
@@ -160,11 +160,11 @@ class QueryPoints:
     @classmethod
     def pinned(cls, manifest: dict) -> QueryPoints:
         emb = manifest["embeddings"]
-        table = DeltaTable(emb["path"], version=emb["version"]).to_pyarrow_dataset().to_table(
+        table = open_delta(emb["path"], version=emb["version"]).to_pyarrow_dataset().to_table(
             columns=["subject_id", "prediction_time", "embedding"],
             filter=pc.field("model_version") == manifest["model_version"])
         states = manifest["states"]
-        state = DeltaTable(states["path"], version=states["version"]).to_pyarrow_dataset() \
+        state = open_delta(states["path"], version=states["version"]).to_pyarrow_dataset() \
             .to_table(columns=["subject_id", "prediction_time", *STATE_FEATURES]).to_pandas()
         keys = pd.DataFrame({"subject_id": table["subject_id"].to_numpy(),
                              "prediction_time": table["prediction_time"].to_pandas()})

@@ -15,6 +15,9 @@ from dataclasses import dataclass, field
 class RayConfig:
     address: str | None = None  # None starts a local Ray; "auto" or ray://host:port joins a cluster
     num_cpus: int | None = None  # local only; None lets Ray count the cores
+    # `rdt run-all --submit` hands Ray stages to this dashboard (ray job submit --address), and
+    # the config they run with says address: auto, which joins the cluster the job runs on.
+    submit_address: str | None = None
 
 
 # `embed`: read by embed.py

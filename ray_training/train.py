@@ -19,7 +19,6 @@ from pathlib import Path
 import numpy as np
 import ray.train
 import torch
-from deltalake import DeltaTable
 from ray.train import Checkpoint, CheckpointConfig, DataConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
@@ -27,6 +26,7 @@ from ray_training.datasets import TIMELINE_COLUMNS, TrainingCollate, read_delta
 from ray_training.events_encoder import EventsEncoder
 from ray_training.settings import EventsConfig, TrainConfig
 from ray_training.versions import VersionedDir
+from rdt_spark.lake_uris import open_delta
 
 MODEL_FILE, CONFIG_FILE = "model.pt", "model.json"
 
@@ -109,8 +109,8 @@ def model_version(meta: dict, model: EventsConfig, train: TrainConfig) -> str:
 def fit_encoder(timelines_path: str, vocab_path: str, model: EventsConfig, train: TrainConfig,
                 run_dir: str) -> tuple[str, Path, dict]:
     """Train on the current timelines version; returns (model_version, model_dir, last metrics)."""
-    vocab = DeltaTable(vocab_path).to_pyarrow_table(columns=["token_id", "vocab_version"])
-    timelines_version = DeltaTable(timelines_path).version()
+    vocab = open_delta(vocab_path).to_pyarrow_table(columns=["token_id", "vocab_version"])
+    timelines_version = open_delta(timelines_path).version()
     model = dataclasses.replace(model, vocab_size=int(max(vocab["token_id"].to_pylist())) + 1)
     meta = {"vocab_version": vocab["vocab_version"][0].as_py(),
             "timelines_version": timelines_version}

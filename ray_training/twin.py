@@ -28,12 +28,12 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import ray
-from deltalake import DeltaTable
 
 from ray_training import forecasts as fc
 from ray_training.index import COURSE_COLUMNS, STATE_FEATURES
 from ray_training.search import Filters, Question, TwinIndex
 from ray_training.settings import QueryConfig
+from rdt_spark.lake_uris import open_delta
 
 DAY_US = 86_400_000_000
 ALL = "all"  # the question every neighbour can answer: time to event, and who the neighbours are
@@ -236,7 +236,7 @@ def query_point(manifest: dict, subject_id: int, time: pd.Timestamp) -> tuple[pd
                                                                               pd.DataFrame]:
     """The subject's embedding at its latest prediction time at or before ``time``, and its
     state then (one row of gold.patient_states' ``STATE_FEATURES``)."""
-    table = DeltaTable(manifest["embeddings"]["path"], version=manifest["embeddings"]["version"])
+    table = open_delta(manifest["embeddings"]["path"], version=manifest["embeddings"]["version"])
     rows = table.to_pyarrow_dataset().to_table(
         columns=["prediction_time", "embedding"],
         filter=(pc.field("subject_id") == subject_id)
@@ -249,7 +249,7 @@ def query_point(manifest: dict, subject_id: int, time: pd.Timestamp) -> tuple[pd
         raise LookupError(f"the patient asked for has no prediction time at or before {time}; "
                           f"the first is {rows['prediction_time'].min()}")
     last = before.iloc[-1]
-    states = DeltaTable(manifest["states"]["path"], version=manifest["states"]["version"])
+    states = open_delta(manifest["states"]["path"], version=manifest["states"]["version"])
     state = states.to_pyarrow_dataset().to_table(
         columns=list(STATE_FEATURES), filter=(pc.field("subject_id") == subject_id)
         & (pc.field("prediction_time") == last["prediction_time"].to_pydatetime())).to_pandas()
