@@ -195,7 +195,7 @@ def _fmt(value: float | None, digits: int = 1) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
 
 
-def measure(patients: int, args: argparse.Namespace, spark_conf: dict, results: list[dict]) -> None:
+def measure(patients: int, args: argparse.Namespace, results: list[dict]) -> None:
     lake = Path(args.workdir).resolve() / f"scale-{patients}"
     stages = stage_list(args)
     if args.reuse and (lake / "omop" / "person" / "_delta_log").is_dir() and "generate" in stages:
@@ -254,7 +254,7 @@ def main() -> None:
     results: list[dict] = []
     try:
         for patients in args.patients:
-            measure(patients, args, spark_conf, results)
+            measure(patients, args, results)
     except StageFailed as err:
         sys.exit(f"scale: {err}")
     finally:

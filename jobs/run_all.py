@@ -36,14 +36,17 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+import pyarrow as pa
 import yaml
+from deltalake import write_deltalake
+from deltalake.exceptions import TableNotFoundError
 
 from jobs import embed, evaluate, generate, index, ingest, states, tokenize_events, train
 from jobs.config import Config
 from jobs.console import Progress
 from jobs.job import Job, JobFailed, option
 from rdt_spark.lake import table_path
-from rdt_spark.lake_uris import open_delta
+from rdt_spark.lake_uris import delta_rs_uri, open_delta
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +155,7 @@ def versions(cfg: Config, names: tuple[str, ...], source: str | None = None) -> 
         else:
             try:
                 found[name] = str(open_delta(table_path(cfg.lake, name)).version())
-            except Exception:  # deltalake's TableNotFoundError: not written yet
+            except TableNotFoundError:  # not written yet
                 found[name] = None
     return found
 
@@ -166,7 +169,7 @@ def row_counts(cfg: Config, names: tuple[str, ...]) -> dict[str, int]:
         try:
             actions = open_delta(table_path(cfg.lake, name)).get_add_actions(flatten=True)
             counts[name] = int(sum(n or 0 for n in actions.column("num_records").to_pylist()))
-        except Exception:
+        except TableNotFoundError:
             continue
     return counts
 
@@ -175,7 +178,7 @@ def last_runs(cfg: Config) -> dict[str, dict]:
     """The latest successful run of each stage, from ops.runs."""
     try:
         runs = open_delta(table_path(cfg.lake, RUNS_TABLE)).to_pandas()
-    except Exception:
+    except TableNotFoundError:  # the first run-all on this lake
         return {}
     done = runs[runs["status"] == "succeeded"].sort_values("ended")
     return {row["stage"]: row for row in done.to_dict("records")}
@@ -246,11 +249,6 @@ def submit(stage: Stage, command: list[str], cfg: Config, run_id: str) -> None:
 
 def record(cfg: Config, row: dict) -> None:
     """Append a row to ops.runs (with delta-rs: the scheduler needs no Spark session)."""
-    import pyarrow as pa
-    from deltalake import write_deltalake
-
-    from rdt_spark.lake_uris import delta_rs_uri
-
     write_deltalake(delta_rs_uri(table_path(cfg.lake, RUNS_TABLE)), pa.Table.from_pylist([row]),
                     mode="append")
 
