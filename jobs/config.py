@@ -19,8 +19,10 @@ from typing import Any
 from ray_training.settings import (
     EmbedConfig,
     EventsConfig,
+    FusionConfig,
     GBMConfig,
     IndexConfig,
+    NotesConfig,
     QueryConfig,
     RayConfig,
     ReportConfig,
@@ -61,6 +63,8 @@ class Config:
     model: EventsConfig = field(default_factory=EventsConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     embed: EmbedConfig = field(default_factory=EmbedConfig)
+    notes: NotesConfig = field(default_factory=NotesConfig)
+    fusion: FusionConfig = field(default_factory=FusionConfig)
     index: IndexConfig = field(default_factory=IndexConfig)
     query: QueryConfig = field(default_factory=QueryConfig)
     serve: ServeConfig = field(default_factory=ServeConfig)
@@ -96,6 +100,9 @@ def _validate(cfg: Config, source: str) -> Config:
         ("generate.patients", cfg.generate.patients),
         ("train.num_workers", cfg.train.num_workers),
         ("train.batch_size_per_worker", cfg.train.batch_size_per_worker),
+        ("notes.concurrency", cfg.notes.concurrency),
+        ("fusion.num_workers", cfg.fusion.num_workers),
+        ("fusion.batch_size_per_worker", cfg.fusion.batch_size_per_worker),
         ("query.k", cfg.query.k),
         ("serve.max_k", cfg.serve.max_k),
         ("index.num_shards", cfg.index.num_shards),

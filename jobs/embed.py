@@ -1,4 +1,5 @@
-"""rdt embed: one embedding per (patient, prediction time) into gold.embeddings."""
+"""rdt embed: the events encoder's embedding of every (patient, prediction time) into
+gold.event_embeddings, the events part of the fused space (rdt fuse)."""
 
 from __future__ import annotations
 
@@ -28,10 +29,10 @@ def run(cfg: Config, opts: NoOptions) -> dict:
     embed_timelines(timelines, delta_version(timelines), model_dir, staged, cfg.embed)
     spark = context.spark(cfg)
     version = write_table(conform(spark.read.parquet(staged), GOLD_EMBEDDINGS), cfg.lake,
-                          "gold.embeddings")
+                          "gold.event_embeddings")
     shutil.rmtree(staged, ignore_errors=True)
-    rows = read_table(spark, cfg.lake, "gold.embeddings").count()
-    log.info(f"gold.embeddings v{version}: {rows:,} patient-times")
+    rows = read_table(spark, cfg.lake, "gold.event_embeddings").count()
+    log.info(f"gold.event_embeddings v{version}: {rows:,} patient-times")
     return {"model_version": model_dir.name, "rows": rows, "version": version}
 
 

@@ -12,9 +12,13 @@ from jobs import (
     evaluate,
     export_meds,
     forecast,
+    fuse,
+    fusion_inputs,
     generate,
     index,
     ingest,
+    modalities,
+    note_features,
     query,
     report,
     serve,
@@ -24,9 +28,12 @@ from jobs import (
 )
 from jobs.job import Job
 
-# source -> silver -> gold -> model -> embeddings -> index -> evaluation (../shared/DESIGN.md)
-FLOW: list[Job] = [generate.JOB, ingest.JOB, tokenize_events.JOB, states.JOB, train.JOB,
-                   embed.JOB, index.JOB, evaluate.JOB]
+# source -> silver -> gold -> models -> embeddings -> index -> evaluation (../shared/DESIGN.md):
+# the events encoder's embeddings and the other modalities' inputs meet in gold.fusion_inputs,
+# which rdt fuse turns into the twin's gold.embeddings.
+FLOW: list[Job] = [generate.JOB, ingest.JOB, tokenize_events.JOB, states.JOB, modalities.JOB,
+                   note_features.JOB, train.JOB, embed.JOB, fusion_inputs.JOB, fuse.JOB,
+                   index.JOB, evaluate.JOB]
 TOOLS: list[Job] = [query.JOB, report.JOB, serve.JOB, forecast.JOB, cohort.JOB,
                     export_meds.JOB]
 JOBS: dict[str, Job] = {job.name: job for job in FLOW + TOOLS}

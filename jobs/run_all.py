@@ -41,7 +41,20 @@ import yaml
 from deltalake import write_deltalake
 from deltalake.exceptions import TableNotFoundError
 
-from jobs import embed, evaluate, generate, index, ingest, states, tokenize_events, train
+from jobs import (
+    embed,
+    evaluate,
+    fuse,
+    fusion_inputs,
+    generate,
+    index,
+    ingest,
+    modalities,
+    note_features,
+    states,
+    tokenize_events,
+    train,
+)
 from jobs.config import Config
 from jobs.console import Progress
 from jobs.job import Job, JobFailed, option
@@ -52,7 +65,10 @@ log = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNS_TABLE = "ops.runs"
-MODEL, INDEX = "model", "index"  # published folders under run_dir, not Delta tables
+# Published folders under run_dir (a CURRENT pointer each), not Delta tables.
+MODEL, FUSION_MODEL, INDEX = "model", "fusion model", "index"
+PUBLISHED = {MODEL: "models", FUSION_MODEL: "fusion_models", INDEX: "index"}
+SOURCE_JOBS = (ingest.JOB, modalities.JOB)  # read the source: --source is theirs
 
 
 @dataclass(frozen=True)
@@ -73,8 +89,16 @@ STAGES = [
           ("gold.vocab", "gold.timelines", "gold.tasks"), ("tokenize",)),
     Stage(states.JOB, "spark", ("silver.events",), ("gold.patient_states", "gold.trajectories"),
           ("tokenize", "states")),
+    Stage(modalities.JOB, "spark", ("silver.events", "ext.*"),
+          ("gold.notes", "gold.imaging", "gold.omics"), ("tokenize",)),
+    Stage(note_features.JOB, "ray", ("gold.notes",), ("gold.note_features",), ()),
     Stage(train.JOB, "ray", ("gold.timelines", "gold.vocab"), (MODEL,), ("model", "train")),
-    Stage(embed.JOB, "ray", ("gold.timelines", MODEL), ("gold.embeddings",), ("embed",)),
+    Stage(embed.JOB, "ray", ("gold.timelines", MODEL), ("gold.event_embeddings",), ("embed",)),
+    Stage(fusion_inputs.JOB, "spark", ("gold.event_embeddings", "gold.notes", "gold.note_features",
+                                       "gold.imaging", "gold.omics"), ("gold.fusion_inputs",),
+          ("fusion",)),
+    Stage(fuse.JOB, "ray", ("gold.fusion_inputs", "gold.event_embeddings"),
+          (FUSION_MODEL, "gold.embeddings"), ("fusion", "embed", "index")),
     Stage(index.JOB, "ray",
           ("gold.embeddings", "gold.tasks", "gold.patient_states", "gold.trajectories"), (INDEX,),
           ("index",)),
@@ -115,7 +139,7 @@ def config_hash(cfg: Config, stage: Stage) -> str:
 
 
 def _published(cfg: Config, kind: str) -> str | None:
-    pointer = Path(cfg.run_dir) / ("models" if kind == MODEL else "index") / "CURRENT"
+    pointer = Path(cfg.run_dir) / PUBLISHED[kind] / "CURRENT"
     return pointer.read_text().strip() if pointer.exists() else None
 
 
@@ -144,11 +168,12 @@ def _hidden(path: Path) -> bool:
 def versions(cfg: Config, names: tuple[str, ...], source: str | None = None) -> dict[str, str | None]:
     """What each input or output is now: a Delta version, a published version, or None; a
     ``source`` folder stands for the lake's omop.* and ext.* tables."""
-    if source:
-        return source_files(source)
     found: dict[str, str | None] = {}
+    if source:
+        found.update(source_files(source))
+        names = tuple(n for n in names if n not in ("omop.*", "ext.*"))
     for name in names:
-        if name in (MODEL, INDEX):
+        if name in PUBLISHED:
             found[name] = _published(cfg, name)
         elif name.endswith(".*"):
             found.update(versions(cfg, tuple(_tables_under(cfg, name))))
@@ -164,7 +189,7 @@ def row_counts(cfg: Config, names: tuple[str, ...]) -> dict[str, int]:
     """Rows of each Delta output, from the log's file statistics (no data read)."""
     counts = {}
     for name in names:
-        if name in (MODEL, INDEX):
+        if name in PUBLISHED:
             continue
         try:
             actions = open_delta(table_path(cfg.lake, name)).get_add_actions(flatten=True)
@@ -228,11 +253,11 @@ def command_line(stage: Stage, cfg: Config, config_file: Path, opts: Options) ->
 
 
 def _job_flags(stage: Stage, opts: Options) -> list[str]:
-    return ["--source", opts.source] if stage.job is ingest.JOB and opts.source else []
+    return ["--source", opts.source] if stage.job in SOURCE_JOBS and opts.source else []
 
 
 def _job_options(stage: Stage, opts: Options):
-    return ingest.Options(source=opts.source) if stage.job is ingest.JOB else stage.job.options()
+    return stage.job.options(source=opts.source) if stage.job in SOURCE_JOBS else stage.job.options()
 
 
 def submit(stage: Stage, command: list[str], cfg: Config, run_id: str) -> None:
@@ -280,7 +305,7 @@ def run(cfg: Config, opts: Options) -> dict:
     due: dict[str, tuple[str, ...]] = {}  # dry run: stages that would run, and what they write
     for stage in stages:
         name = stage.job.name
-        inputs = versions(cfg, stage.reads, opts.source if stage.job is ingest.JOB else None)
+        inputs = versions(cfg, stage.reads, opts.source if stage.job in SOURCE_JOBS else None)
         fingerprint = {"inputs": inputs, "config_hash": config_hash(cfg, stage),
                        "code_version": code}
         reason = "forced" if opts.force else why_run(stage, fingerprint, previous.get(name),

@@ -45,6 +45,15 @@ def new_patient_encoder(cfg: Config, model_version: str):
     from rdt_spark.tasks import load_tasks
     from rdt_spark.vocab import vocab_version
 
+    fusion = None
+    if model_version.startswith("fusion-"):
+        # The index is in the fused space: a new patient's events embedding goes through the
+        # fusion model with events alone present (the notes a request might carry are not read).
+        from ray_training.fusion_train import load_fusion
+        from ray_training.fusion_train import models as fusion_models
+
+        fusion, fusion_meta = load_fusion(fusion_models(cfg.run_dir).path(model_version))
+        model_version = fusion_meta["events_model_version"]
     model_dir = models(cfg.run_dir).path(model_version)
     trained_on = json.loads((model_dir / CONFIG_FILE).read_text())["vocab_version"]
     spark = context.spark(cfg)
@@ -70,8 +79,12 @@ def new_patient_encoder(cfg: Config, model_version: str):
         at_us = embedded["prediction_time"].to_numpy("datetime64[us]").astype(np.int64)
         states = new_patient.patient_states(rows, cfg.states, drug_classes, fractions)
         states = pd.DataFrame({"at_us": at_us}).merge(states, on="at_us", how="left")
-        return QueryPoints(embedded["subject_id"].to_numpy(), at_us,
-                           np.stack(embedded["embedding"].to_numpy()), states)
+        vectors = np.stack(embedded["embedding"].to_numpy())
+        if fusion is not None:
+            from ray_training.fusion_embed import fuse_events_only
+
+            vectors = fuse_events_only(fusion, vectors)
+        return QueryPoints(embedded["subject_id"].to_numpy(), at_us, vectors, states)
 
     return encode
 

@@ -3,7 +3,9 @@
 Each position sees its token, its age, the gap since the previous event and its normalised value.
 Attention is causal, so the hidden state at position t depends on events 0..t only: the state at
 the last event before a prediction time is that patient-time's embedding, untouched by the future.
-Self-supervised objective: predict the next token.
+Self-supervised objective: predict the next event: its token, *when* it comes (the gap to it, on
+the input's log scale) and, when it carries a value, its value's quantile-bin position, so the
+states know the tempo and the severity of a course, not only the order of its codes.
 """
 
 from __future__ import annotations
@@ -23,6 +25,13 @@ MODALITY = Modality(
     output="2 x d_model: the state at the last event before the prediction time, and the "
            "running mean of the states up to it",
 )
+
+
+def fusion_encoder(d_in: int, cfg) -> nn.Module:
+    """The events part of the fusion: the frozen encoder's embedding (gold.event_embeddings) ->
+    the fused space (ray_training.fusion)."""
+    return nn.Sequential(nn.LayerNorm(d_in), nn.Linear(d_in, 2 * cfg.d_model), nn.GELU(),
+                         nn.Dropout(cfg.dropout), nn.Linear(2 * cfg.d_model, cfg.d_model))
 
 
 class CausalSelfAttention(nn.Module):
@@ -83,6 +92,8 @@ class EventsEncoder(nn.Module):
         self.ln_f = nn.LayerNorm(cfg.d_model)
         self.head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
         self.head.weight = self.tok_emb.weight  # weight tying
+        self.when_head = nn.Linear(cfg.d_model, 1)  # log1p(days to the next event) / 10
+        self.value_head = nn.Linear(cfg.d_model, 1)  # the next event's value-bin position
         self.apply(self._init_weights)
         for name, p in self.named_parameters():
             if name.endswith("proj.weight"):
@@ -124,10 +135,23 @@ class EventsEncoder(nn.Module):
         self, tokens: torch.Tensor, ages: torch.Tensor, deltas: torch.Tensor,
         values: torch.Tensor, has_value: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Next-token logits (B, T, vocab) and the mean loss over non-padding targets."""
-        logits = self.head(self.hidden(tokens, ages, deltas, values, has_value))
-        targets = tokens[:, 1:].masked_fill(tokens[:, 1:] == 0, -100)
+        """Next-token logits (B, T, vocab) and the loss over non-padding targets: next-token cross
+        entropy plus the squared errors of the next event's gap and (where it has one) value."""
+        h = self.hidden(tokens, ages, deltas, values, has_value)
+        logits = self.head(h)
+        real = tokens[:, 1:] != 0
+        targets = tokens[:, 1:].masked_fill(~real, -100)
         loss = F.cross_entropy(
             logits[:, :-1].reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-100
         )
+        gap = torch.log1p(deltas[:, 1:].clamp(min=0)) / 10.0
+        when = self.when_head(h[:, :-1]).squeeze(-1)
+        loss = loss + _masked_mse(when, gap, real)
+        value = self.value_head(h[:, :-1]).squeeze(-1)
+        loss = loss + _masked_mse(value, values[:, 1:], real & (has_value[:, 1:] > 0))
         return logits, loss
+
+
+def _masked_mse(predicted: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    mask = mask.float()
+    return ((predicted - target) ** 2 * mask).sum() / mask.sum().clamp(min=1.0)

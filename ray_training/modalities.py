@@ -2,8 +2,10 @@
 
 An encoder module declares its ``MODALITY``: the name ``gold.embeddings.modalities`` records, the
 gold table and columns it reads (only what lies strictly before a prediction time reaches it) and
-what it contributes to the embedding. ``registered()`` lists them in the order their parts are
-concatenated. Adding a modality is a new encoder module and one line in ``ENCODER_MODULES``.
+what it contributes to the embedding, and ``fusion_encoder(d_in, cfg)``: its trainable part in the
+fusion model (ray_training.fusion), from its input vector in gold.fusion_inputs to the fused
+space's width. ``registered()`` lists them in the fusion's order. Adding a modality is a new
+encoder module, one line in ``ENCODER_MODULES`` and its column in gold.fusion_inputs.
 
 Example: ``registered()["events"].reads == "gold.timelines"``.
 """
@@ -13,8 +15,16 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass
 from functools import cache
+from types import ModuleType
+from typing import TYPE_CHECKING
 
-ENCODER_MODULES = ["ray_training.events_encoder"]
+if TYPE_CHECKING:
+    import torch.nn as nn
+
+    from ray_training.settings import FusionConfig
+
+ENCODER_MODULES = ["ray_training.events_encoder", "ray_training.notes_encoder",
+                   "ray_training.imaging_encoder", "ray_training.omics_encoder"]
 
 
 @dataclass(frozen=True)
@@ -26,7 +36,16 @@ class Modality:
 
 
 @cache
+def _modules() -> dict[str, ModuleType]:
+    found = [importlib.import_module(module) for module in ENCODER_MODULES]
+    return {m.MODALITY.name: m for m in found}
+
+
 def registered() -> dict[str, Modality]:
     """Every modality by name, in ENCODER_MODULES order."""
-    found = [importlib.import_module(module).MODALITY for module in ENCODER_MODULES]
-    return {m.name: m for m in found}
+    return {name: module.MODALITY for name, module in _modules().items()}
+
+
+def fusion_encoder(name: str, d_in: int, cfg: FusionConfig) -> nn.Module:
+    """Modality ``name``'s trainable encoder: (B, d_in) -> (B, cfg.d_model)."""
+    return _modules()[name].fusion_encoder(d_in, cfg)

@@ -106,6 +106,31 @@ class TrainConfig:
     seed: int = 0
 
 
+# `notes`: read by notes_encoder.py (rdt note-features)
+@dataclass(frozen=True)
+class NotesConfig:
+    batch_size: int = 64  # chunk texts per Ray Data batch
+    concurrency: int = 1  # encoder actors, one CPU each (each loads the text model once)
+
+
+# `fusion`: read by fusion.py and fusion_train.py
+@dataclass(frozen=True)
+class FusionConfig:
+    d_model: int = 64  # each modality's encoder output and the fused patient embedding
+    dropout: float = 0.1
+    temperature: float = 0.1  # InfoNCE
+    modality_dropout: float = 0.5  # chance that each present modality is hidden from a view
+    notes_per_time: int = 3  # the notes of the last visits before a prediction time
+    num_workers: int = 1  # Ray Train workers; on a 2-core machine leave a CPU for Ray Data
+    cpus_per_worker: int = 1
+    use_gpu: bool = False  # on a GPU, bf16 autocast
+    epochs: int = 12
+    batch_size_per_worker: int = 256  # patient-times: every other row of a batch is a negative
+    learning_rate: float = 2e-3
+    weight_decay: float = 0.01
+    seed: int = 0
+
+
 # `query`: read by twin.py
 @dataclass(frozen=True)
 class QueryConfig:

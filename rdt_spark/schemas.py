@@ -159,6 +159,64 @@ GOLD_COHORTS = _schema(
     ("selected_at", TimestampType()),
 )
 
+# Per-modality inputs (rdt_spark/modality_inputs.py defines each). Keyed by subject_id and time;
+# a row may inform a prediction time only when its time lies strictly before it.
+# One row per note chunk of at most modality_inputs.CHUNK_WORDS whitespace words (joined by one
+# space); text_hash, sha2-256 hex of text, is the cache key of the chunk's text features.
+GOLD_NOTES = _schema(
+    ("subject_id", LongType()),
+    ("time", TimestampType()),
+    ("note_id", LongType()),  # silver.events source_row_id of the note
+    ("chunk", IntegerType()),  # 0-based position within the note
+    ("text", StringType()),
+    ("text_hash", StringType()),
+)
+
+# Text features of note chunks, computed off Spark (one model per table): one row per text_hash.
+GOLD_NOTE_FEATURES = _schema(
+    ("text_hash", StringType()),
+    ("model", StringType()),
+    ("features", ArrayType(FloatType())),
+)
+
+# One row per radiograph study that ingest accepted: per-joint scores in rdt_spark.sharp_score's
+# EROSION_JOINTS and JSN_JOINTS orders (silver.events keeps only the totals).
+GOLD_IMAGING = _schema(
+    ("subject_id", LongType()),
+    ("time", TimestampType()),
+    ("imaging_id", LongType()),
+    ("erosion", ArrayType(FloatType())),
+    ("jsn", ArrayType(FloatType())),
+)
+
+# One row per expression sample that ingest accepted, in ext.omics_genes' order: raw log2 and
+# standardised per (batch, gene) with statistics of train-split subjects' samples only.
+GOLD_OMICS = _schema(
+    ("subject_id", LongType()),
+    ("time", TimestampType()),
+    ("sample_id", LongType()),
+    ("batch", StringType()),
+    ("expression", ArrayType(FloatType())),
+    ("expression_norm", ArrayType(FloatType())),
+)
+
+# What the fusion model reads per patient-time: the events embedding and each other modality
+# from strictly before prediction_time (null, with null time, where there was none).
+GOLD_FUSION_INPUTS = _schema(
+    ("subject_id", LongType()),
+    ("prediction_time", TimestampType()),
+    ("split", StringType()),
+    ("events", ArrayType(FloatType())),
+    ("notes", ArrayType(FloatType())),  # mean of the notes used, each the mean of its chunks
+    ("notes_count", IntegerType()),  # notes used: the newest notes_per_time with features
+    ("notes_time", TimestampType()),  # the newest used note's
+    ("imaging", ArrayType(FloatType())),  # the newest study's erosion then jsn scores
+    ("imaging_time", TimestampType()),
+    ("omics", ArrayType(FloatType())),  # the newest sample's expression_norm
+    ("omics_batch", StringType()),
+    ("omics_time", TimestampType()),
+)
+
 # Tabularised history for the baselines (rdt_spark/tabular.py): per patient-time, one dense array
 # of counts, means, last values and days since last per vocabulary code, from events strictly
 # before the prediction time; <run_dir>/evaluation/tabular_features.json names the positions.

@@ -53,6 +53,7 @@ def small_config(lake: Path, patients: int) -> Config:
         spark=SparkConfig("local[2]", "rdt-tests", TEST_SPARK_CONF),
         generate=dataclasses.replace(cfg.generate, patients=patients, partitions=2),
         train=dataclasses.replace(cfg.train, epochs=4),
+        fusion=dataclasses.replace(cfg.fusion, epochs=4),
         gbm=dataclasses.replace(cfg.gbm, num_boost_round=150, early_stopping_rounds=20),
     )
 

@@ -55,6 +55,7 @@ def cluster_config(folder: Path, clusters):
                                 submit_address=clusters.ray_dashboard),
         model=dataclasses.replace(cfg.model, d_model=16, n_layers=1, n_heads=2, max_seq_len=64),
         train=dataclasses.replace(cfg.train, epochs=1, num_workers=1, cpus_per_worker=1),
+        fusion=dataclasses.replace(cfg.fusion, epochs=1),
         gbm=dataclasses.replace(cfg.gbm, num_boost_round=20, early_stopping_rounds=5),
         evaluate=dataclasses.replace(cfg.evaluate, temporal_cutoff=None, windows_days=[0],
                                      max_points_per_patient=2),

@@ -23,7 +23,9 @@ from rdt_spark.tasks import FLARE_TASK
 
 TABLES = ["omop.person", "omop.measurement", "truth.patient_latent", "silver.events",
           "silver.rejects", "gold.vocab", "gold.timelines", "gold.tasks", "gold.patient_states",
-          "gold.trajectories", "gold.embeddings", "gold.tabular_features", "gold.evaluation"]
+          "gold.trajectories", "gold.notes", "gold.imaging", "gold.omics", "gold.note_features",
+          "gold.event_embeddings", "gold.fusion_inputs", "gold.embeddings",
+          "gold.tabular_features", "gold.evaluation"]
 
 
 def test_every_stage_commits_a_delta_table(flow):
@@ -73,7 +75,7 @@ def test_no_event_at_or_after_a_prediction_time_reaches_its_embedding(flow, spar
                             np.asarray([at], dtype="datetime64[us]"))[0])
     assert 0 < end < len(row["tokens"])
     embedder = Embedder(str(models(cfg.run_dir).current()))
-    stored = (read_table(spark, cfg.lake, "gold.embeddings")
+    stored = (read_table(spark, cfg.lake, "gold.event_embeddings")
               .where((F.col("subject_id") == row["subject_id"])
                      & (F.col("prediction_time") == at)).first().embedding)
 
@@ -109,8 +111,8 @@ def test_query_never_returns_the_patient_itself(flow, spark):
 def test_index_manifest_pins_what_it_read(flow):
     _, results = flow
     manifest = results["index"]
-    assert manifest["embeddings"]["version"] == results["embed"]["version"]
-    assert manifest["model_version"] == results["train"]["model_version"]
+    assert manifest["embeddings"]["version"] == results["fuse"]["version"]
+    assert manifest["model_version"] == results["fuse"]["model_version"]
 
 
 def test_query_cli_prints_json_naming_the_patient_by_pseudonym(flow, spark, capsys):
@@ -269,3 +271,31 @@ def test_rerunning_ingest_replaces_never_duplicates(flow, spark):
     assert table_version(spark, cfg.lake, "silver.events") == version + 1
     # same events, and the previous version stays readable (time travel)
     assert before.drop("ingest_run_id").exceptAll(after.drop("ingest_run_id")).count() == 0
+
+
+@pytest.mark.parametrize("modality", ["notes", "imaging", "omics"])
+def test_no_modality_row_at_or_after_a_prediction_time_reaches_its_fused_inputs(
+        flow, spark, modality):
+    """On the flow's own lake: every modality a patient-time's inputs carry is strictly older than
+    the time, and each modality is present for some patient-times (the check is not vacuous)."""
+    cfg, _ = flow
+    inputs = read_table(spark, cfg.lake, "gold.fusion_inputs")
+    row = inputs.agg(
+        F.sum(F.col(modality).isNotNull().cast("int")).alias("present"),
+        F.sum((F.col(modality).isNotNull()
+               & ~(F.col(f"{modality}_time") < F.col("prediction_time"))).cast("int")).alias("late"),
+    ).first()
+    assert row["present"] > 0 and row["late"] == 0
+
+
+def test_the_fused_embeddings_record_what_they_used(flow, spark):
+    cfg, results = flow
+    embeddings = read_table(spark, cfg.lake, "gold.embeddings")
+    inputs = read_table(spark, cfg.lake, "gold.fusion_inputs")
+    joined = embeddings.join(inputs, ["subject_id", "prediction_time"])
+    assert joined.count() == embeddings.count() == inputs.count()
+    for m in ("notes", "imaging", "omics"):
+        mismatched = joined.where(F.array_contains("modalities", m) != F.col(m).isNotNull()).count()
+        assert mismatched == 0, m
+    assert results["fuse"]["model_version"].startswith("fusion-")
+    assert len(embeddings.first().embedding) == cfg.fusion.d_model

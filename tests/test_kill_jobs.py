@@ -252,14 +252,62 @@ def test_a_killed_training_leaves_the_published_model_and_its_rerun_converges(
 
 def test_a_killed_embed_leaves_the_embeddings_as_they_were_and_its_rerun_converges(
         lake, launcher, flow, spark):
-    uninterrupted = digests(spark, flow[0].lake, ["gold.embeddings"])
-    # While Ray Data writes its staging files; inside the Delta write of gold.embeddings.
-    for point, watch in kill_points([(None, "gold/embeddings/*.parquet"),
+    uninterrupted = digests(spark, flow[0].lake, ["gold.event_embeddings"])
+    # While Ray Data writes its staging files; inside the Delta write of gold.event_embeddings.
+    for point, watch in kill_points([(None, "gold/event_embeddings/*.parquet"),
                                      (None, "_runs/staging/embeddings/*.parquet")]):
         run_killed(lake, launcher, point, "embed", watch=watch)
-        assert digests(spark, lake.cfg.lake, ["gold.embeddings"]) == uninterrupted, point
+        assert digests(spark, lake.cfg.lake, ["gold.event_embeddings"]) == uninterrupted, point
     rerun(lake, "embed")
-    assert digests(spark, lake.cfg.lake, ["gold.embeddings"]) == uninterrupted
+    assert digests(spark, lake.cfg.lake, ["gold.event_embeddings"]) == uninterrupted
+
+
+def fusion_contents(run_dir: str) -> tuple[dict, dict]:
+    from ray_training.fusion_train import CONFIG_FILE as FUSION_CONFIG
+    from ray_training.fusion_train import STATE_FILE
+    from ray_training.fusion_train import models as fusion_models
+
+    folder = fusion_models(run_dir).current()
+    return (json.loads((folder / FUSION_CONFIG).read_text()),
+            torch.load(folder / STATE_FILE)["model"])
+
+
+def test_a_fusion_training_killed_after_some_epochs_resumes_to_the_uninterrupted_weights(
+        lake, launcher, flow, spark):
+    """rdt fuse is killed once two epochs have ended (their checkpoints reported); the re-run
+    resumes from the last checkpoint, not from scratch, and ends with the same weights as the
+    flow's uninterrupted training of the same version."""
+    from ray_training.fusion_train import METRICS_FILE
+
+    before = fusion_contents(lake.cfg.run_dir)
+    version = before[0]["model_version"]
+    storage = Path(lake.cfg.run_dir) / "ray_train"
+    shutil.rmtree(storage / version)  # the copied lake's finished run: train it again
+    metrics = storage / version / METRICS_FILE
+
+    def epochs_done() -> int:
+        return len(metrics.read_text().splitlines()) if metrics.exists() else 0
+
+    with open(lake.log, "a") as log:
+        log.write("\n== fuse killed after two epochs\n")
+    pid = launcher.start("none:#0", ["fuse", "--config", str(lake.conf)], lake.log)
+    deadline, code = time.time() + 600, None
+    while code is None and epochs_done() < 3 and time.time() < deadline:
+        code = launcher.ended(0.2)
+    assert code is None, f"rdt fuse ended ({code}) before its third epoch (log {lake.log})"
+    os.killpg(pid, signal.SIGKILL)
+    assert launcher.ended(60) == -signal.SIGKILL
+    killed_after = epochs_done()
+    assert killed_after < lake.cfg.fusion.epochs
+    rerun(lake, "fuse")
+    lines = [json.loads(line) for line in metrics.read_text().splitlines()]
+    resumed = [m for m in lines[killed_after:]]
+    assert resumed and resumed[0]["resumed_from"] and resumed[0]["resumed_from"] >= 1
+    assert [m["epoch"] for m in resumed][-1] == lake.cfg.fusion.epochs - 1
+    after = fusion_contents(lake.cfg.run_dir)
+    assert after[0] == before[0]
+    for name, weights in before[1].items():
+        torch.testing.assert_close(after[1][name], weights, rtol=0, atol=1e-6, msg=name)
 
 
 def test_a_killed_index_build_leaves_the_current_index_and_its_rerun_converges(

@@ -1,0 +1,81 @@
+"""The twin's quality by modality: phenotype purity of the neighbours and the twin's AUROC on every
+task, for the events-only space, the fused space, the fused space without each modality, and the
+fused space with modalities hidden from the patients asked about (masked at query time).
+
+Runs ``rdt fuse`` (with ``--without`` / ``--query-mask``), ``rdt index`` and ``rdt evaluate
+--no-temporal`` per variant on a lake that has been through the flow up to ``rdt fusion-inputs``
+(``rdt demo`` leaves one), each as a user runs it, and reads the test split's figures back from
+gold.evaluation. Prints a table, then one line of figures.
+
+    python benchmarks/fusion_quality.py --config conf/local.yaml --lake ./lake [--variants a,b,c,d]
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+
+from deltalake import DeltaTable
+
+ROOT = Path(__file__).resolve().parents[1]
+VARIANTS = {
+    "events only": ["--without", "notes,imaging,omics"],
+    "fused": [],
+    "fused - notes": ["--without", "notes"],
+    "fused - imaging": ["--without", "imaging"],
+    "fused - omics": ["--without", "omics"],
+    "fused, queries without notes/imaging/omics": ["--query-mask", "notes,imaging,omics"],
+}
+GROUPS = {"a": ["events only"], "b": ["fused"],
+          "c": ["fused - notes", "fused - imaging", "fused - omics"],
+          "d": ["fused, queries without notes/imaging/omics"]}
+
+
+def job(name: str, config: str, lake: str, *options: str) -> None:
+    subprocess.run([sys.executable, "-m", f"jobs.{name}", "--config", config, "--lake", lake,
+                    "--quiet", *options], cwd=ROOT, check=True)
+
+
+def figures(lake: str) -> dict[str, float]:
+    rows = DeltaTable(f"{lake}/gold/evaluation").to_pandas()
+    rows = rows[rows["evaluation"].str.startswith("test")]
+    twin = rows[rows["method"].str.startswith("twin")]
+    out = {}
+    purity = rows[rows["metric"] == "purity"]
+    for _, r in purity.iterrows():
+        out["purity" if r["method"].startswith("twin") else "purity chance"] = r["value"]
+    for _, r in twin[twin["metric"] == "auroc"].iterrows():
+        out[r["task"]] = r["value"]
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default="conf/local.yaml")
+    parser.add_argument("--lake", default="lake")
+    parser.add_argument("--variants", default="a,b,c,d")
+    args = parser.parse_args()
+    lake = str(Path(args.lake).resolve())
+    results = {}
+    for group in args.variants.split(","):
+        for name in GROUPS[group]:
+            print(f"== {name}", flush=True)
+            job("fuse", args.config, lake, *VARIANTS[name])
+            job("index", args.config, lake)
+            job("evaluate", args.config, lake, "--no-temporal")
+            results[name] = figures(lake)
+    columns = sorted({k for r in results.values() for k in r} - {"purity", "purity chance"})
+    print("| variant | purity (chance) | " + " | ".join(columns) + " |")
+    print("| --- " * (len(columns) + 2) + "|")
+    for name, r in results.items():
+        cells = [f"{r.get(c, float('nan')):.3f}" for c in columns]
+        print(f"| {name} | {r.get('purity', float('nan')):.3f} ({r.get('purity chance', float('nan')):.3f}) | "
+              + " | ".join(cells) + " |")
+    print(" ".join(f"{name.replace(' ', '_')}:purity={r.get('purity', float('nan')):.3f}"
+                   for name, r in results.items()))
+
+
+if __name__ == "__main__":
+    main()
