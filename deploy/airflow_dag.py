@@ -21,7 +21,8 @@ except ImportError:
 
 # jobs/run_all.py's stages after generate (the registry is the source); tests/test_deploy.py
 # checks that the two lists agree.
-STAGES = ["ingest", "tokenize", "states", "train", "embed", "index", "evaluate"]
+STAGES = ["ingest", "tokenize", "states", "modalities", "note-features", "train", "embed",
+          "fusion-inputs", "fuse", "index", "evaluate"]
 
 RDT_HOME = os.environ.get("RDT_HOME", "/opt/rdt")
 RDT_CONFIG = os.environ.get("RDT_CONFIG", f"{RDT_HOME}/conf/cluster.yaml")

@@ -124,7 +124,7 @@ class FusionConfig:
     num_workers: int = 1  # Ray Train workers; on a 2-core machine leave a CPU for Ray Data
     cpus_per_worker: int = 1
     use_gpu: bool = False  # on a GPU, bf16 autocast
-    epochs: int = 12
+    epochs: int = 8
     batch_size_per_worker: int = 256  # patient-times: every other row of a batch is a negative
     learning_rate: float = 2e-3
     weight_decay: float = 0.01

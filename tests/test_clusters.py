@@ -63,7 +63,7 @@ def cluster_config(folder: Path, clusters):
     return write_config(cfg, folder / "cluster.yaml")
 
 
-def rdt(*args: str, env: dict | None = None, timeout: int = 1500) -> subprocess.CompletedProcess:
+def rdt(*args: str, env: dict | None = None, timeout: int = 2400) -> subprocess.CompletedProcess:
     return subprocess.run([str(Path(sys.executable).with_name("rdt")), *args], cwd=ROOT,
                           env={**os.environ, "PYSPARK_PYTHON": sys.executable, **(env or {})},
                           capture_output=True, text=True, timeout=timeout)

@@ -15,9 +15,13 @@ from deltalake import DeltaTable
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from ray_training.fusion_embed import fuse_events_only
+from ray_training.fusion_train import load_fusion
+from ray_training.fusion_train import models as fusion_models
 from ray_training.index import state_features
 from ray_training.service import TwinState, create_app, service_token
 from ray_training.settings import ServeConfig
+from rdt_spark.lake import table_path
 
 TOKEN = "test-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -208,10 +212,17 @@ def test_a_lake_patient_encoded_on_the_fly_matches_the_batch_embedding_and_state
     lo, hi = np.searchsorted(batch.subject, [patient[0], patient[0] + 1])
     assert hi - lo >= 2 and len(points.subject) == hi - lo
     assert (points.time_us == batch.time_us[lo:hi]).all()
-    np.testing.assert_allclose(points.vectors, batch.vectors[lo:hi], rtol=1e-4, atol=1e-5)
+    # A request carries events only: its embedding is the batch path's events embedding, fused
+    # alone (the lake's rows also saw the patient's notes, radiographs and omics).
+    assert manifest["model_version"].startswith("fusion-")
+    fusion, meta = load_fusion(fusion_models(cfg.run_dir).path(manifest["model_version"]))
+    events = (DeltaTable(table_path(cfg.lake, "gold.event_embeddings")).to_pandas(
+        filters=[("subject_id", "=", int(patient[0]))]).sort_values("prediction_time"))
+    assert (events["model_version"] == meta["events_model_version"]).all()
+    expected = fuse_events_only(fusion, np.stack(events["embedding"].to_numpy()))
+    np.testing.assert_allclose(points.vectors, expected, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(state_features(points.states),
                                state_features(batch.states.iloc[lo:hi]), equal_nan=True)
-    assert manifest["model_version"]  # the pinned model encoded both
 
 
 def test_a_new_patient_query_answers_a_disclosed_report(served, flow, patient):
