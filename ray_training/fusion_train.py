@@ -15,7 +15,6 @@ import contextlib
 import dataclasses
 import hashlib
 import json
-import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -33,6 +32,7 @@ from ray_training.datasets import read_delta
 from ray_training.fusion import MODALITIES, FusionModel, TrainingCollate
 from ray_training.modalities import ENCODER_MODULES
 from ray_training.settings import FusionConfig
+from ray_training.train import fit_and_publish
 from ray_training.versions import VersionedDir
 from rdt_spark.lake_uris import open_delta
 
@@ -190,14 +190,7 @@ def fit_fusion(fusion_inputs_path: str, events_model_version: str, cfg: FusionCo
         dataset_config=DataConfig(datasets_to_split=["train"],
                                   execution_options=ExecutionOptions(preserve_order=True)),
     )
-    result = trainer.fit()
-    if result.checkpoint is None:
-        raise RuntimeError(f"training {version} produced no checkpoint")
-    published = models(run_dir)
-    staging = published.staging(version)
-    with result.checkpoint.as_directory() as src:
-        shutil.copytree(src, staging, dirs_exist_ok=True)
-    return version, published.publish(version), dict(result.metrics or {})
+    return (version, *fit_and_publish(trainer, models(run_dir), version))
 
 
 def load_fusion(model_dir: str | Path) -> tuple[FusionModel, dict]:

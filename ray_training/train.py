@@ -127,14 +127,19 @@ def fit_encoder(timelines_path: str, vocab_path: str, model: EventsConfig, train
                   for split in ("train", "val")},
         dataset_config=DataConfig(datasets_to_split=["train"]),
     )
+    return (version, *fit_and_publish(trainer, models(run_dir), version))
+
+
+def fit_and_publish(trainer: TorchTrainer, published: VersionedDir, version: str) -> tuple[Path, dict]:
+    """Run ``trainer`` and publish its final checkpoint as ``version``; returns the published
+    folder and the last metrics."""
     result = trainer.fit()
     if result.checkpoint is None:
         raise RuntimeError(f"training {version} produced no checkpoint")
-    published = models(run_dir)
     staging = published.staging(version)
     with result.checkpoint.as_directory() as src:
         shutil.copytree(src, staging, dirs_exist_ok=True)
-    return version, published.publish(version), dict(result.metrics or {})
+    return published.publish(version), dict(result.metrics or {})
 
 
 def load_encoder(model_dir: str | Path) -> tuple[EventsEncoder, dict]:
