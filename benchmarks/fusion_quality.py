@@ -71,8 +71,8 @@ def main() -> None:
     print("| --- " * (len(columns) + 2) + "|")
     for name, r in results.items():
         cells = [f"{r.get(c, float('nan')):.3f}" for c in columns]
-        print(f"| {name} | {r.get('purity', float('nan')):.3f} ({r.get('purity chance', float('nan')):.3f}) | "
-              + " | ".join(cells) + " |")
+        purity = f"{r.get('purity', float('nan')):.3f} ({r.get('purity chance', float('nan')):.3f})"
+        print(f"| {name} | {purity} | " + " | ".join(cells) + " |")
     print(" ".join(f"{name.replace(' ', '_')}:purity={r.get('purity', float('nan')):.3f}"
                    for name, r in results.items()))
 

@@ -24,7 +24,8 @@ Tables (contracts in ``rdt_spark.schemas``):
   events embedding and, from strictly before the prediction time, the element-wise mean of its
   newest ``notes_per_time`` notes' vectors (each note the mean of its chunks' features), the
   newest study's scores (erosion then jsn) and the newest sample's ``expression_norm``; null
-  (time null, ``notes_count`` 0) where there was none. A row at exactly the prediction time is not before it and never reaches it.
+  (time null, ``notes_count`` 0) where there was none. A row at exactly the prediction time is
+  not before it and never reaches it.
   Only chunks with features count; a note without any yet is skipped.
 
 Absent ext tables (an OMOP extract has none) give empty tables, not an error.
