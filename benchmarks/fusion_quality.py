@@ -40,13 +40,12 @@ def job(name: str, config: str, lake: str, *options: str) -> None:
 
 def figures(lake: str) -> dict[str, float]:
     rows = DeltaTable(f"{lake}/gold/evaluation").to_pandas()
-    rows = rows[rows["evaluation"].str.startswith("test")]
-    twin = rows[rows["method"].str.startswith("twin")]
+    rows = rows[rows["evaluation"] == "test split"]
+    twin = rows["method"].str.startswith("digital twin")
     out = {}
-    purity = rows[rows["metric"] == "purity"]
-    for _, r in purity.iterrows():
-        out["purity" if r["method"].startswith("twin") else "purity chance"] = r["value"]
-    for _, r in twin[twin["metric"] == "auroc"].iterrows():
+    for _, r in rows[rows["metric"] == "purity"].iterrows():
+        out["purity" if r["method"].startswith("digital twin") else "purity chance"] = r["value"]
+    for _, r in rows[twin & (rows["metric"] == "auroc")].iterrows():
         out[r["task"]] = r["value"]
     return out
 

@@ -260,16 +260,33 @@ def _job_options(stage: Stage, opts: Options):
     return stage.job.options(source=opts.source) if stage.job in SOURCE_JOBS else stage.job.options()
 
 
+# Ray's job server refuses a submission it cannot place yet ("No available agent to submit job,
+# please try again later"): nothing ran, so the same submission is tried again, a few times.
+NOT_SUBMITTED = "No available agent to submit job"
+SUBMIT_TRIES, SUBMIT_WAIT_SECONDS = 5, 15.0
+
+
 def submit(stage: Stage, command: list[str], cfg: Config, run_id: str) -> None:
     out = Path(cfg.run_dir) / "runs" / run_id / f"{stage.job.name}.log"
     env = {**os.environ, "PYSPARK_PYTHON": sys.executable}
-    with open(out, "w") as sink:
-        sink.write(shlex.join(command) + "\n")
-        sink.flush()
-        done = subprocess.run(command, stdout=sink, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
-    if done.returncode != 0:
-        raise JobFailed(f"stage {stage.job.name} failed on its cluster (exit code "
-                        f"{done.returncode}); its output: {out}")
+    for attempt in range(1, SUBMIT_TRIES + 1):
+        with open(out, "a") as sink:
+            sink.write(shlex.join(command) + "\n")
+            sink.flush()
+            start = sink.tell()
+            done = subprocess.run(command, stdout=sink, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+        if done.returncode == 0:
+            return
+        with open(out) as written:
+            written.seek(start)
+            refused = NOT_SUBMITTED in written.read()
+        if not refused or attempt == SUBMIT_TRIES:
+            break
+        log.info(f"{stage.job.name}: the Ray job server had no agent free; submitting again in "
+                 f"{SUBMIT_WAIT_SECONDS:.0f} s (try {attempt + 1} of {SUBMIT_TRIES})")
+        time.sleep(SUBMIT_WAIT_SECONDS)
+    raise JobFailed(f"stage {stage.job.name} failed on its cluster (exit code "
+                    f"{done.returncode}); its output: {out}")
 
 
 def record(cfg: Config, row: dict) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+from pathlib import Path
 
 import pytest
 from conftest import small_config
@@ -95,3 +96,23 @@ def test_an_unknown_stage_is_refused_by_name(registry):
     cfg, folder = registry
     with pytest.raises(JobFailed, match="no stage 'tokenise'"):
         run_all.run(cfg, run_all.Options(only="ingest,tokenise", source=str(folder)))
+
+
+def test_a_submission_ray_refused_for_want_of_an_agent_is_made_again_and_a_failed_job_is_not(
+        registry, tmp_path, monkeypatch):
+    cfg, _ = registry
+    monkeypatch.setattr(run_all, "SUBMIT_WAIT_SECONDS", 0.0)
+    stage = run_all.BY_NAME["train"]
+    run_id = "test-submit"
+    (Path(cfg.run_dir) / "runs" / run_id).mkdir(parents=True, exist_ok=True)
+    marker = tmp_path / "tried"
+    refused_once = ["bash", "-c", f"if [ -e {marker} ]; then echo ran; else touch {marker}; "
+                    f"echo 'RuntimeError: {run_all.NOT_SUBMITTED}, please try again later.'; "
+                    "exit 1; fi"]
+    run_all.submit(stage, refused_once, cfg, run_id)
+    assert (Path(cfg.run_dir) / "runs" / run_id / "train.log").read_text().count("bash -c") == 2
+    tries = tmp_path / "tries"
+    failing = ["bash", "-c", f"echo x >> {tries}; echo 'Traceback: the job failed'; exit 1"]
+    with pytest.raises(JobFailed, match="stage train failed on its cluster"):
+        run_all.submit(stage, failing, cfg, run_id)
+    assert tries.read_text().count("x") == 1
