@@ -25,6 +25,17 @@ from pathlib import Path
 BIN = Path(sys.executable).parent
 
 
+def agent_ports() -> list[str]:
+    """Ports of a node's own agents, free ones: Ray's defaults (52365 for the dashboard agent,
+    whose HTTP server takes the job submissions) are the same for every node and every other
+    Ray on the machine, and an agent that finds its port taken stays up without its HTTP server,
+    so `ray job submit` then gets "No available agent to submit job"."""
+    return ["--dashboard-agent-listen-port", str(free_port()),
+            "--dashboard-agent-grpc-port", str(free_port()),
+            "--runtime-env-agent-port", str(free_port()),
+            "--metrics-export-port", str(free_port())]
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -91,11 +102,11 @@ class LocalClusters:
             ray, "start", "--head", "--block", "--node-ip-address", "127.0.0.1",
             "--port", str(self.gcs_port), "--num-cpus", "0", "--include-dashboard", "true",
             "--dashboard-host", "127.0.0.1", "--dashboard-port", str(self.dashboard_port),
-            "--temp-dir", str(self.ray_tmp), "--disable-usage-stats"]))
+            "--temp-dir", str(self.ray_tmp), "--disable-usage-stats", *agent_ports()]))
         wait_for("Ray head", lambda: get_json(f"{self.ray_dashboard}/api/version"), 180, logs)
         logs.append(self._start("ray-worker", [
             ray, "start", "--block", "--address", f"127.0.0.1:{self.gcs_port}",
-            "--node-ip-address", "127.0.0.1", "--num-cpus", "2"]))
+            "--node-ip-address", "127.0.0.1", "--num-cpus", "2", *agent_ports()]))
         wait_for("Spark workers", lambda: len([w for w in self.spark_state()["workers"]
                                                if w["state"] == "ALIVE"]) == 2, 120, logs)
         wait_for("Ray worker node", lambda: len(self.ray_nodes()) == 2, 180, logs)
