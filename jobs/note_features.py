@@ -20,12 +20,11 @@ from jobs import context
 from jobs.config import Config
 from jobs.job import Job, option
 from rdt_spark.lake import read_table, table_exists, table_version, write_table
+from rdt_spark.schemas import GOLD_NOTE_FEATURES, conform
 
 log = logging.getLogger(__name__)
 
 TABLE = "gold.note_features"
-# The table's columns (its contract): what the staged Parquet is cast to before it is committed.
-COLUMNS = {"text_hash": "string", "model": "string", "features": "array<float>"}
 
 
 @dataclass(frozen=True)
@@ -33,10 +32,6 @@ class Options:
     batch_size: int | None = option("override notes.batch_size: texts per Ray Data batch")
     concurrency: int | None = option("override notes.concurrency: encoder actors (each loads "
                                      "the model once and takes one CPU)")
-
-
-def _conformed(frame):
-    return frame.select([F.col(name).cast(kind).alias(name) for name, kind in COLUMNS.items()])
 
 
 def run(cfg: Config, opts: Options) -> dict:
@@ -67,9 +62,9 @@ def run(cfg: Config, opts: Options) -> dict:
              f"batch {batch_size}, {concurrency} actor(s))")
 
     if encoded:
-        new = _conformed(spark.read.parquet(staged))
+        new = conform(spark.read.parquet(staged), GOLD_NOTE_FEATURES)
     else:
-        new = spark.createDataFrame([], ", ".join(f"{n} {k}" for n, k in COLUMNS.items()))
+        new = spark.createDataFrame([], GOLD_NOTE_FEATURES)
     if replace or not table_exists(spark, cfg.lake, TABLE):
         write_table(new, cfg.lake, TABLE)
     elif encoded:
