@@ -48,6 +48,10 @@ RESPONSE = "treatment response"  # the problem name of the one response model ov
 class Options:
     scann: bool = option("search with the index's ScaNN pools instead of exactly", False)
     no_temporal: bool = option("skip the temporal evaluation", False)
+    twin_only: bool = option("score the twin alone, without the baselines (prior, logistic "
+                             "regression, gradient-boosted, oracle), to compare models or index "
+                             "settings quickly; gold.evaluation then holds the twin's rows (the "
+                             "full evaluation stays in its history)", False)
 
 
 @dataclass
@@ -59,8 +63,9 @@ class Run:
     spark: object
     manifest: dict
     index_dir: str
-    features: DataFrame  # gold.tabular_features
-    latent: DataFrame  # (subject_id, latent): the oracle's extra inputs
+    baselines: bool  # False: the twin alone is scored (--twin-only)
+    features: DataFrame | None  # gold.tabular_features; None without baselines
+    latent: DataFrame | None  # (subject_id, latent): the oracle's extra inputs
     count_positions: list[int]  # the all-history code counts in ``features``
     event_tasks: list[str]
     response_tasks: dict[str, str]  # drug class -> task
@@ -74,7 +79,7 @@ def run(cfg: Config, opts: Options) -> dict:
     settings = dataclasses.replace(
         cfg.evaluate, exact=cfg.evaluate.exact and not opts.scann,
         temporal_cutoff=None if opts.no_temporal else cfg.evaluate.temporal_cutoff)
-    r = prepare(cfg, settings)
+    r = prepare(cfg, settings, baselines=not opts.twin_only)
     rows = [evaluate_split(r)]
     if settings.temporal_cutoff:
         rows.append(evaluate_temporal(r, dt.datetime.fromisoformat(settings.temporal_cutoff)))
@@ -99,15 +104,25 @@ def plots_dir(cfg: Config) -> Path:
     return Path(cfg.run_dir) / "evaluation"
 
 
-def prepare(cfg: Config, settings: ev.EvaluateConfig) -> Run:
-    """Pinned inputs, the tabular features (written to gold.tabular_features) and the oracle's
-    latent variables."""
+def prepare(cfg: Config, settings: ev.EvaluateConfig, baselines: bool = True) -> Run:
+    """Pinned inputs and, for the baselines, the tabular features (written to
+    gold.tabular_features) and the oracle's latent variables."""
     from ray_training.index import current_index
 
     index_dir, manifest = current_index(cfg.run_dir)
     spark = context.spark(cfg)
-    suite = load_tasks(cfg.tokenize.tasks_file)
     catalogue = manifest["catalogue"]
+    run = Run(
+        cfg=cfg, settings=settings, spark=spark, manifest=manifest, index_dir=str(index_dir),
+        baselines=baselines, features=None, latent=None, count_positions=[],
+        event_tasks=[t for t, m in catalogue.items() if not m["drug_class"]],
+        response_tasks={m["drug_class"]: t for t, m in catalogue.items() if m["drug_class"]},
+        window_days={t: m["window_days"] for t, m in catalogue.items()},
+    )
+    if not baselines:
+        log.info("the twin alone is scored (--twin-only): no baselines")
+        return run
+    suite = load_tasks(cfg.tokenize.tasks_file)
     events = read_table(spark, cfg.lake, "silver.events")
     codes, numeric = vocabulary_codes(read_table(spark, cfg.lake, "gold.vocab"))
     names = feature_names(codes, numeric, settings.windows_days)
@@ -123,16 +138,11 @@ def prepare(cfg: Config, settings: ev.EvaluateConfig) -> Run:
     latent_table = read_table(spark, cfg.lake, "truth.patient_latent")
     phenotypes = latent_table.agg(F.max("phenotype_id")).first()[0] + 1  # small: one row
     classes = sorted(suite.drug_classes)
-    return Run(
-        cfg=cfg, settings=settings, spark=spark, manifest=manifest, index_dir=str(index_dir),
-        features=read_table(spark, cfg.lake, "gold.tabular_features", version),
+    return dataclasses.replace(
+        run, features=read_table(spark, cfg.lake, "gold.tabular_features", version),
         latent=ev.latent_features(latent_table, classes, phenotypes),
         count_positions=[i for i, n in enumerate(names) if n.startswith("count:")
-                         and n.endswith("@all")],
-        event_tasks=[t for t, m in catalogue.items() if not m["drug_class"]],
-        response_tasks={m["drug_class"]: t for t, m in catalogue.items() if m["drug_class"]},
-        window_days={t: m["window_days"] for t, m in catalogue.items()},
-    )
+                         and n.endswith("@all")])
 
 
 def twin_forecasts(r: Run, points: DataFrame, name: str, closed_before: dt.datetime | None,
@@ -157,7 +167,7 @@ class Part:
     the gradient-boosted models train on and score (``model`` names the booster of a row)."""
 
     frames: list[DataFrame]
-    fit: DataFrame  # (subject_id, prediction_time, split, task, label, model, treatment)
+    fit: DataFrame | None  # (subject_id, prediction_time, split, task, label, model, treatment)
     covered: DataFrame  # the points every method is scored on, same columns but split
 
 
@@ -200,9 +210,11 @@ def event_part(r: Run, evaluation: str, points: DataFrame, train: DataFrame,
             .select(*KEYS, F.col("question").alias("task"), F.col("estimate").alias("score"))
             .join(points.select(*KEYS, "task", "label"), [*KEYS, "task"]))
     covered = twin.select(*KEYS, "task", "label")
-    frames = [ev.scored_frame(twin, evaluation, ev.TWIN),
-              ev.scored_frame(ev.prior_scores(train.where(F.col("split") == "train"), covered),
-                              evaluation, ev.PRIOR)]
+    frames = [ev.scored_frame(twin, evaluation, ev.TWIN)]
+    if not r.baselines:
+        return Part(frames, fit=None, covered=covered)
+    frames.append(ev.scored_frame(ev.prior_scores(train.where(F.col("split") == "train"),
+                                                  covered), evaluation, ev.PRIOR))
     with_features = train.join(r.features.select(*KEYS, "features"), KEYS)
     test_features = covered.join(r.features.select(*KEYS, "features"), KEYS)
     for task in r.event_tasks:
@@ -232,12 +244,14 @@ def response_part(r: Run, evaluation: str, forecasts: DataFrame) -> Part:
     twin = (forecasts.where((F.col("kind") == "response") & ~F.col("suppressed"))
             .select(*KEYS, F.col("question").alias("task"), F.col("estimate").alias("score"))
             .join(truth, [*KEYS, "task"]))
+    covered = twin.select(*KEYS, "task", "label")
+    frames = [ev.scored_frame(twin, evaluation, ev.TWIN)]
+    if not r.baselines:
+        return Part(frames, fit=None, covered=covered)
     observed = ev.labelled_points(tasks, list(r.response_tasks.values())).where(
         F.col("split").isin("train", "val"))
-    covered = twin.select(*KEYS, "task", "label")
-    frames = [ev.scored_frame(twin, evaluation, ev.TWIN),
-              ev.scored_frame(ev.prior_scores(observed.where(F.col("split") == "train"),
-                                              covered), evaluation, ev.PRIOR)]
+    frames.append(ev.scored_frame(ev.prior_scores(observed.where(F.col("split") == "train"),
+                                                  covered), evaluation, ev.PRIOR))
 
     def one_model(frame: DataFrame) -> DataFrame:
         return ev.with_treatment(frame, classes, r.response_tasks).withColumn(
@@ -271,7 +285,9 @@ def evaluate_split(r: Run) -> DataFrame:
              "patient-times")
     train = points.where(F.col("split").isin("train", "val"))
     parts = [event_part(r, name, evaluated, train, forecasts), response_part(r, name, forecasts)]
-    frames = [f for p in parts for f in p.frames] + gbm_frames(r, name, parts, oracle=True)
+    frames = [f for p in parts for f in p.frames]
+    if r.baselines:
+        frames += gbm_frames(r, name, parts, oracle=True)
     rows = [metrics_and_plots(r, union_all(frames), name)]
     states = read_table(r.spark, r.cfg.lake, "gold.patient_states", r.manifest["states"]["version"])
     trajectories = read_table(r.spark, r.cfg.lake, "gold.trajectories",
@@ -310,8 +326,8 @@ def evaluate_temporal(r: Run, cutoff: dt.datetime) -> DataFrame:
     ).join(evaluated.select(*KEYS).distinct(), KEYS, "left_semi")
     forecasts = twin_forecasts(r, queries, "temporal", cutoff, with_neighbours=False)
     part = event_part(r, name, evaluated, train, forecasts)
-    return metrics_and_plots(r, union_all(part.frames + gbm_frames(r, name, [part],
-                                                                   oracle=False)), name)
+    frames = part.frames + (gbm_frames(r, name, [part], oracle=False) if r.baselines else [])
+    return metrics_and_plots(r, union_all(frames), name)
 
 
 def metrics_and_plots(r: Run, scored: DataFrame, evaluation: str) -> DataFrame:

@@ -8,6 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import ray
+from conftest import write_config
+from deltalake import DeltaTable
 from pyspark.sql import functions as F
 
 from jobs import ingest
@@ -299,3 +301,19 @@ def test_the_fused_embeddings_record_what_they_used(flow, spark):
         assert mismatched == 0, m
     assert results["fuse"]["model_version"].startswith("fusion-")
     assert len(embeddings.first().embedding) == cfg.fusion.d_model
+
+
+def test_a_twin_only_evaluation_scores_the_twin_as_the_full_one_did(flow, tmp_path):
+    cfg, results = flow
+    config = write_config(cfg, tmp_path / "flow.yaml")
+    assert main(["evaluate", "--config", str(config), "--twin-only", "--no-temporal"]) == 0
+    full = pd.DataFrame(results["evaluate"]["rows"])
+    full = full[full["evaluation"] == "test split"]
+    rows = DeltaTable(table_path(cfg.lake, "gold.evaluation")).to_pandas()
+    alone = rows[rows["evaluated_at"] == rows["evaluated_at"].max()]
+    assert set(alone["method"]) == {ev.TWIN, ev.LOCF, "chance (random reference patients)"}
+    assert set(alone["evaluation"]) == {"test split"}
+    twin = full[full["method"] == ev.TWIN].set_index(["task", "metric"])["value"]
+    again = alone[alone["method"] == ev.TWIN].set_index(["task", "metric"])["value"]
+    assert sorted(again.index) == sorted(twin.index)
+    assert np.allclose(again.sort_index(), twin.sort_index(), atol=1e-9, equal_nan=True)
