@@ -10,6 +10,10 @@ scores the baselines (the gradient-boosted model and the oracle that knows the p
 take longer than the twin. Prints a table, then one line of figures.
 
     python benchmarks/fusion_quality.py --config conf/local.yaml --lake ./lake [--variants a,b,c,d]
+
+At 20,000 patients (conf/quality20k.yaml), the lake is built first with the flow's stages up to
+fusion-inputs, each as ``python -m jobs.<stage> --config conf/quality20k.yaml --lake L`` (generate,
+ingest, tokenize_events, states, modalities, note_features, train, embed, fusion_inputs).
 """
 
 from __future__ import annotations
