@@ -1,4 +1,5 @@
-"""The YAML config (conf/local.yaml, conf/cluster.example.yaml): one section per library.
+"""The YAML config (conf/local.yaml, conf/cluster.example.yaml): one section per library; a config
+may `extends:` another and name only what it changes.
 
 Each section is the typed settings dataclass of the library that reads it: the Spark side's next to
 the code that reads them (``spark`` -> ``rdt_spark.session.SparkConfig``, ...), the Ray side's
@@ -129,10 +130,33 @@ def _validate(cfg: Config, source: str) -> Config:
                                                     tasks_file=_absolute(str(tasks_file))))
 
 
+def _merged(base: dict, over: dict) -> dict:
+    """``over`` laid on ``base``: mappings merge key by key, anything else replaces."""
+    out = dict(base)
+    for key, value in over.items():
+        both = isinstance(value, dict) and isinstance(out.get(key), dict)
+        out[key] = _merged(out[key], value) if both else value
+    return out
+
+
+def _read_with_base(path: str | os.PathLike, seen: tuple[str, ...] = ()) -> dict:
+    """A config file's mapping; ``extends: other.yaml`` (relative to its folder) starts it from
+    that config, so a variant holds only what it changes."""
+    data = read_yaml(path, "config file" if not seen else "base config (extends)")
+    base = data.pop("extends", None)
+    if base is None:
+        return data
+    base_path = Path(path).parent / str(base)
+    if str(base_path.resolve()) in seen + (str(Path(path).resolve()),):
+        raise ConfigError(f"{path}: 'extends': {base} extends itself")
+    return _merged(_read_with_base(base_path, seen + (str(Path(path).resolve()),)), data)
+
+
 def load_config(path: str | os.PathLike, overrides: dict[str, Any] | None = None) -> Config:
-    """Read a YAML config, apply dotted-key ``overrides`` and validate the result."""
+    """Read a YAML config (and the config it ``extends``), apply dotted-key ``overrides`` and
+    validate the result."""
     source = str(path)
-    data = read_yaml(path, "config file")
+    data = _read_with_base(path)
     for dotted, value in (overrides or {}).items():
         node = data
         *parents, leaf = dotted.split(".")
