@@ -32,8 +32,6 @@ import sys
 import time
 from pathlib import Path
 
-import yaml
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 RDT = Path(sys.executable).parent / "rdt"
@@ -241,8 +239,9 @@ def main() -> None:
     parser.add_argument("--baseline-of", help=argparse.SUPPRESS)  # internal: one size's baseline
     args = parser.parse_args()
 
-    with open(ROOT / args.config) as f:
-        spark_conf = {k: str(v) for k, v in (yaml.safe_load(f).get("spark") or {}).get("conf", {}).items()}
+    from jobs.config import load_config  # the settings only: no torch, no Ray
+
+    spark_conf = {k: str(v) for k, v in load_config(ROOT / args.config).spark.conf.items()}
     if args.baseline_of:
         print(time_baseline(Path(args.baseline_of), Path(args.workdir), spark_conf, args.repeats))
         return
