@@ -77,7 +77,8 @@ def main() -> None:
             job("evaluate", args.config, lake, "--no-temporal", *([] if full else ["--twin-only"]))
             scored = figures(lake)
             results[name] = scored.pop("twin")
-            baselines.update(scored if full else {})
+            if full:
+                baselines.update(scored)
     columns = sorted({k for r in results.values() for k in r} - {"purity", "purity chance"})
     print("| variant | purity (chance) | " + " | ".join(columns) + " |")
     print("| --- " * (len(columns) + 2) + "|")
