@@ -190,37 +190,54 @@ def _candidates(df: DataFrame, table: str, *, row_id: str, time_cols: tuple[str,
     )
 
 
-def _finish(df: DataFrame, code: Column, text: Column | None = None, unit: Column | None = None,
-            derived: Column | None = None, value_error: Column | None = None) -> DataFrame:
+def _finish(df: DataFrame, code: Column | None = None, text: Column | None = None,
+            unit: Column | None = None, derived: Column | None = None,
+            value_error: Column | None = None, concept: Column | None = None,
+            source_value: Column | None = None, unit_concept: Column | None = None) -> DataFrame:
+    """The shape every table's candidates share. A table with a fixed code gives ``code``; the
+    others give their concept ids and source value, and ``coded`` looks the codes up."""
+    def typed(column: Column | None, kind: str) -> Column:
+        return (column if column is not None else F.lit(None)).cast(kind)
+
     return df.select(
-        "source_table", "source_row_id", "subject_id", "time", code.alias("code"),
-        "numeric_value", (text if text is not None else F.lit(None)).cast("string")
-        .alias("text_value"), "visit_id",
-        (unit if unit is not None else F.lit(None)).cast("string").alias("unit"),
-        (derived if derived is not None else F.lit(None)).cast(DERIVED).alias("derived"),
-        "parse_error",
-        (value_error if value_error is not None else F.lit(None)).cast("string")
-        .alias("value_error"),
-        "row")
+        "source_table", "source_row_id", "subject_id", "time", typed(code, "string").alias("code"),
+        "numeric_value", typed(text, "string").alias("text_value"), "visit_id",
+        typed(unit, "string").alias("unit"), typed(derived, DERIVED).alias("derived"),
+        "parse_error", typed(value_error, "string").alias("value_error"), "row",
+        typed(concept, "long").alias("_concept_id"),
+        typed(source_value, "string").alias("_source_value"),
+        typed(unit_concept, "long").alias("_unit_concept_id"))
 
 
-def event_candidates(df: DataFrame, src: EventSource, concepts: DataFrame | None,
-                     origin: str = "") -> DataFrame:
-    """One OMOP event table as candidate events, one per source row, before validation."""
+def coded(candidates: DataFrame, concepts: DataFrame | None, units: bool = True) -> DataFrame:
+    """Codes (and units) from the concept table, looked up once for every event table together:
+    a lookup per table cost a broadcast (a Spark job) each, seconds of a small extract's run."""
+    looked_up = _with_concepts(candidates, F.col("_concept_id"), concepts)
+    if units:
+        looked_up = _with_concepts(looked_up, F.col("_unit_concept_id"), concepts, "_unit_code")
+    unit = F.col("unit")
+    if concepts is not None and units:
+        unit = F.coalesce(unit, F.split(F.col("_unit_code"), "/", 2)[1])
+    extra = [c for c in looked_up.columns if c.startswith(("_concept", "_source", "_unit", "_mapped"))]
+    return (looked_up.withColumn("code", F.coalesce(F.col("code"),
+                                                    _code(F.col("_source_value"), concepts)))
+            .withColumn("unit", unit).drop(*extra))
+
+
+def event_candidates(df: DataFrame, src: EventSource, origin: str = "") -> DataFrame:
+    """One OMOP event table as candidate events, one per source row, before validation and
+    before its codes are looked up (``coded``)."""
     base = _candidates(df, src.table, row_id=src.id_col, time_cols=src.time_cols,
                        value=src.value_col, visit=src.visit_col, origin=origin)
     concept, _ = parse_field(df, src.concept_col, "long", src.table)
-    base = _with_concepts(base, concept, concepts)
-    unit = None
+    unit, unit_concept = None, None
     if src.unit_cols:
-        unit_text, _ = parse_field(df, src.unit_cols[0], "string", src.table)
+        unit, _ = parse_field(df, src.unit_cols[0], "string", src.table)
         unit_concept, _ = parse_field(df, src.unit_cols[1], "long", src.table)
-        base = _with_concepts(base, unit_concept, concepts, "_unit_code")
-        unit_code = F.split(F.col("_unit_code"), "/", 2)[1] if concepts is not None else None
-        unit = F.coalesce(unit_text, unit_code) if unit_code is not None else unit_text
     text, _ = parse_field(df, src.text_col, "string", src.table)
     source_value, _ = parse_field(df, src.source_value_col, "string", src.table)
-    return _finish(base, _code(source_value, concepts), text=text, unit=unit)
+    return _finish(base, text=text, unit=unit, concept=concept, source_value=source_value,
+                   unit_concept=unit_concept)
 
 
 def person_candidates(person: DataFrame, concepts: DataFrame | None, origin: str = "") -> DataFrame:
@@ -238,7 +255,7 @@ def person_candidates(person: DataFrame, concepts: DataFrame | None, origin: str
                                                         F.lit("unparseable_time"))))
     gender, _ = parse_field(person, "gender_concept_id", "long", "person")
     source_value, _ = parse_field(person, "gender_source_value", "string", "person")
-    return _finish(_with_concepts(base, gender, concepts), _code(source_value, concepts))
+    return coded(_finish(base, concept=gender, source_value=source_value), concepts, units=False)
 
 
 def death_candidates(death: DataFrame, origin: str = "") -> DataFrame:
@@ -430,8 +447,8 @@ def _panel_size(source: Source) -> int | None:
 
 def candidates_of(source: Source) -> list[DataFrame]:
     """Candidate events of every event table the source has (not persons, not deaths)."""
-    concepts, tables, origin = source.tables.get("concept"), source.tables, source.origin
-    found = [event_candidates(tables[s.table], s, concepts, origin(s.table))
+    tables, origin = source.tables, source.origin
+    found = [event_candidates(tables[s.table], s, origin(s.table))
              for s in EVENT_SOURCES if s.table in tables]
     if "ext.imaging" in tables:
         found.append(imaging_candidates(tables["ext.imaging"], origin("ext.imaging")))
@@ -457,7 +474,8 @@ def ingest_omop(
     if "death" in source.tables:
         deaths = death_candidates(source.tables["death"], source.origin("death"))
         candidates.append(deaths)
-    flagged = persons.unionByName(flag_events(union_all(candidates), persons, deaths,
+    candidates = coded(union_all(candidates), source.tables.get("concept"))
+    flagged = persons.unionByName(flag_events(candidates, persons, deaths,
                                               extract_time)).persist()
     events = accepted_events(flagged.where(F.col("source_table") == "person"),
                              flagged.where(F.col("source_table") != "person"), run_id)
