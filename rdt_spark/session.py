@@ -9,6 +9,7 @@ import subprocess
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pyspark
 from delta import configure_spark_with_delta_pip
@@ -44,6 +45,23 @@ def delta_maven_artifact() -> str:
     return f"io.delta:delta-spark_{spark_major_minor}_2.13:{delta_version}"
 
 
+# Where `fetch-jars` records the jar files Ivy resolved for Delta: in the environment, since
+# another environment may hold another delta-spark.
+JARS_FILE = Path(sys.prefix) / "rdt-delta-jars.txt"
+
+
+def _with_delta_jars(builder: SparkSession.Builder) -> SparkSession.Builder:
+    """Delta's jars as the local files Ivy resolved them to at set-up, so a session starts
+    without Ivy resolving its 33 artifacts again (about 3 s of every job's start); before
+    set-up, or once delta-spark's version changed, delta-spark's own helper resolves them."""
+    lines = JARS_FILE.read_text().split() if JARS_FILE.is_file() else []
+    jars = lines[1:]
+    if lines[:1] == [delta_maven_artifact()] and jars and all(
+            Path(j.removeprefix("file://")).is_file() for j in jars):
+        return builder.config("spark.jars", ",".join(jars))
+    return configure_spark_with_delta_pip(builder)
+
+
 def spark_session(
     master: str = "local[*]", app_name: str = "rdt", conf: Mapping[str, str] | None = None
 ) -> SparkSession:
@@ -53,7 +71,7 @@ def spark_session(
     builder = SparkSession.builder.master(master).appName(app_name)
     for key, value in {**DELTA_CONF, **(conf or {})}.items():
         builder = builder.config(key, str(value))
-    spark = configure_spark_with_delta_pip(builder).getOrCreate()
+    spark = _with_delta_jars(builder).getOrCreate()
     # Quiet unless the config asks for more (spark.log.level: INFO to see Spark's own story).
     # Spark 4 ignores a level equal to the root logger's (INFO), leaving pyspark's shell filter
     # at WARN: passing through another level first makes INFO take effect too.
@@ -105,12 +123,16 @@ def fetch_delta_jars(attempts: int = 6) -> None:
     not find, fetch exactly those with Maven, and repeat until a session starts.
     """
     _mvn_get(delta_maven_artifact())
+    JARS_FILE.unlink(missing_ok=True)  # the probe must resolve through Ivy
     probe = [sys.executable, "-c",
              "from rdt_spark.session import spark_session; "
-             "spark_session('local[1]', 'rdt-setup').stop()"]
+             "s = spark_session('local[1]', 'rdt-setup'); "
+             "print('JARS', s.sparkContext.getConf().get('spark.jars')); s.stop()"]
     for _ in range(attempts):
         started = subprocess.run(probe, capture_output=True, text=True)
         if started.returncode == 0:
+            jars = started.stdout.split("JARS ", 1)[1].split()[0].split(",")
+            JARS_FILE.write_text("\n".join([delta_maven_artifact(), *jars]) + "\n")
             return
         missing = sorted(set(_IVY_MISSING.findall(started.stderr)))
         if not missing:
