@@ -241,10 +241,10 @@ def command_line(stage: Stage, cfg: Config, config_file: Path, opts: Options) ->
     script = ROOT / "jobs" / f"{stage.job.run.__module__.removeprefix('jobs.')}.py"
     job_args = [str(script), "--config", str(config_file), "--quiet", *_job_flags(stage, opts)]
     if stage.engine == "spark":
-        from rdt_spark.session import delta_maven_artifact
+        from rdt_spark.session import delta_submit_args
 
         return [str(Path(sys.executable).with_name("spark-submit")), "--master", cfg.spark.master,
-                "--packages", delta_maven_artifact(), *job_args]
+                *delta_submit_args(), *job_args]
     if not cfg.ray.submit_address:
         raise JobFailed("--submit: the config's 'ray.submit_address' (the Ray dashboard, "
                         "http://head:8265) is not set")

@@ -50,16 +50,31 @@ def delta_maven_artifact() -> str:
 JARS_FILE = Path(sys.prefix) / "rdt-delta-jars.txt"
 
 
-def _with_delta_jars(builder: SparkSession.Builder) -> SparkSession.Builder:
-    """Delta's jars as the local files Ivy resolved them to at set-up, so a session starts
-    without Ivy resolving its 33 artifacts again (about 3 s of every job's start); before
-    set-up, or once delta-spark's version changed, delta-spark's own helper resolves them."""
+def recorded_delta_jars() -> list[str] | None:
+    """The jar files Ivy resolved for this delta-spark at set-up (``fetch-jars``), while they are
+    all still there; None before set-up or once delta-spark's version changed."""
     lines = JARS_FILE.read_text().split() if JARS_FILE.is_file() else []
     jars = lines[1:]
     if lines[:1] == [delta_maven_artifact()] and jars and all(
             Path(j.removeprefix("file://")).is_file() for j in jars):
+        return jars
+    return None
+
+
+def _with_delta_jars(builder: SparkSession.Builder) -> SparkSession.Builder:
+    """Delta's jars as the files recorded at set-up, so a session starts without Ivy resolving
+    its 33 artifacts again (about 2 s of every job's start); else delta-spark's own helper
+    resolves them."""
+    jars = recorded_delta_jars()
+    if jars:
         return builder.config("spark.jars", ",".join(jars))
     return configure_spark_with_delta_pip(builder)
+
+
+def delta_submit_args() -> list[str]:
+    """Delta's jars for ``spark-submit``: the recorded files, else the Maven coordinate."""
+    jars = recorded_delta_jars()
+    return ["--jars", ",".join(jars)] if jars else ["--packages", delta_maven_artifact()]
 
 
 def spark_session(
