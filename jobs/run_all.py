@@ -243,8 +243,12 @@ def command_line(stage: Stage, cfg: Config, config_file: Path, opts: Options) ->
     if stage.engine == "spark":
         from rdt_spark.session import delta_submit_args
 
+        # The config's Spark settings go on the command line too: the driver's JVM starts before
+        # the job's session does, so its memory and options are taken from here or not at all.
+        settings = [arg for key, value in cfg.spark.conf.items()
+                    for arg in ("--conf", f"{key}={value}")]
         return [str(Path(sys.executable).with_name("spark-submit")), "--master", cfg.spark.master,
-                *delta_submit_args(), *job_args]
+                *settings, *delta_submit_args(), *job_args]
     if not cfg.ray.submit_address:
         raise JobFailed("--submit: the config's 'ray.submit_address' (the Ray dashboard, "
                         "http://head:8265) is not set")

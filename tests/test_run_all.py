@@ -116,3 +116,14 @@ def test_a_submission_ray_refused_for_want_of_an_agent_is_made_again_and_a_faile
     with pytest.raises(JobFailed, match="stage train failed on its cluster"):
         run_all.submit(stage, failing, cfg, run_id)
     assert tries.read_text().count("x") == 1
+
+
+def test_a_spark_stage_is_submitted_with_the_configs_spark_settings(registry):
+    """The driver's JVM starts before the job's session: its memory and JVM options reach it
+    only on spark-submit's command line."""
+    cfg, _ = registry
+    command = run_all.command_line(run_all.BY_NAME["ingest"], cfg, Path("c.yaml"), run_all.Options())
+    pairs = {command[i + 1] for i, arg in enumerate(command) if arg == "--conf"}
+    assert {f"{key}={value}" for key, value in cfg.spark.conf.items()} <= pairs
+    assert "spark.driver.memory=3g" in pairs
+    assert command.index("--master") < command.index(str(run_all.ROOT / "jobs" / "ingest.py"))
