@@ -40,7 +40,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 RDT = Path(sys.executable).parent / "rdt"
 # jobs.registry.FLOW's order; not imported, since that would load torch and Ray into this process.
-FLOW = ["generate", "ingest", "tokenize", "states", "train", "embed", "index", "evaluate"]
+FLOW = ["generate", "ingest", "tokenize", "states", "modalities", "note-features", "train",
+        "embed", "fusion-inputs", "fuse", "index", "evaluate"]
 TICKS = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 

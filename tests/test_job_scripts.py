@@ -45,6 +45,17 @@ def test_no_file_run_as_a_script_shadows_a_module_it_might_import():
             assert path.stem == "__init__" or importlib.util.find_spec(path.stem) is None, path
 
 
+def test_the_scale_benchmark_names_every_stage_of_the_flow_in_order():
+    # benchmarks/scale.py keeps its own list (importing the registry would load torch and Ray
+    # into the process it measures): a stage added to the flow must reach it.
+    from jobs.registry import FLOW
+
+    spec = importlib.util.spec_from_file_location("scale_benchmark", ROOT / "benchmarks" / "scale.py")
+    scale = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(scale)
+    assert scale.FLOW == [job.name for job in FLOW]
+
+
 def test_every_job_file_runs_as_a_script():
     # Each start is mostly imports on one core: two at a time halve the wait on two cores.
     def help_of(module: str) -> subprocess.CompletedProcess:
