@@ -16,12 +16,20 @@ plus its first (cold) run, which is what a user running it as a job would wait, 
 above is timed. ``ratio`` and ``ratio_as_run`` are those times over ingest + tokenize, i.e. the
 pipeline's rate as a share of the baseline's (the goal: >= 0.5).
 
+Beside it, in a process of its own timed the same two ways, ``floor``: the least any ingest must
+do, whatever its design: read every source row once and write it as one MEDS-shaped event into a
+Delta table, with no validation, no concept lookup and no rejects. Any flow that keeps
+``silver.events`` and builds per-patient sorted timelines does at least floor + baseline (tokenize
+is a group-and-sort of the same events with more columns), so ``ceiling`` = baseline / (floor +
+baseline) bounds the ratio any such design could reach on this machine (``ceiling_as_run`` too).
+
     .venv/bin/python benchmarks/scale.py 10000 30000 100000 [--reuse] [--json out.json]
 
 prints, for example:
     N=10000 stage=ingest wall_s=155.2 events=2812345 events_per_s_per_core=9060 peak_driver_mb=3120 ...
     N=10000 events=2812345 ingest+tokenize_s=210.4 baseline_s=3.9 ratio=0.019 \
-        baseline_as_run_s=13.9 ratio_as_run=0.066   (one line)
+        baseline_as_run_s=13.9 ratio_as_run=0.066 floor_s=3.6 ceiling=0.52 \
+        floor_as_run_s=16.0 ceiling_as_run=0.46   (one line)
 """
 
 from __future__ import annotations
@@ -151,34 +159,85 @@ def count_events(lake: Path) -> int | None:
     return table.to_pyarrow_dataset().count_rows()  # a file written without statistics
 
 
-def baseline(lake: Path, workdir: Path, config: str, repeats: int) -> tuple[float, float]:
+def baseline(lake: Path, workdir: Path, config: str, repeats: int, what: str = "group-sort"
+             ) -> tuple[float, float]:
     """(warm median, as run) seconds of a bare group-and-sort of silver.events into per-patient
-    sorted lists, in a process of its own: its JVM ends with it and leaves the next size all the
-    memory."""
+    sorted lists (or, with ``what="floor"``, of the floor of an ingest: see the module doc), in a
+    process of its own: its JVM ends with it and leaves the next size all the memory."""
     done = subprocess.run([sys.executable, __file__, "--baseline-of", str(lake), "--workdir",
-                           str(workdir), "--config", config, "--repeats", str(repeats), "0"],
-                          capture_output=True, text=True)
+                           str(workdir), "--config", config, "--repeats", str(repeats),
+                           "--baseline-kind", what, "0"], capture_output=True, text=True)
     if done.returncode != 0:
-        raise StageFailed(f"the baseline failed:\n{done.stderr[-3000:]}")
+        raise StageFailed(f"the {what} baseline failed:\n{done.stderr[-3000:]}")
     warm, as_run = done.stdout.split()[-2:]
     return float(warm), float(as_run)
 
 
-def time_baseline(lake: Path, workdir: Path, spark_conf: dict, repeats: int) -> tuple[float, float]:
-    started = time.perf_counter()
+def group_sort(spark, lake: Path, out: Path) -> None:
+    """The baseline: silver.events grouped into per-patient lists sorted by time."""
     from pyspark.sql import functions as F
 
+    (spark.read.format("delta").load(str(lake / "silver" / "events"))
+     .groupBy("subject_id")
+     .agg(F.sort_array(F.collect_list(F.struct("time", "code", "numeric_value"))).alias("events"))
+     .write.mode("overwrite").parquet(str(out)))
+
+
+# Per source table: (row id, person, time columns (the first non-null wins), code column).
+FLOOR_TABLES = {
+    "person": ("person_id", "person_id", ["birth_datetime"], "gender_concept_id"),
+    "death": ("person_id", "person_id", ["death_datetime", "death_date"], None),
+    "ext.imaging": ("imaging_id", "person_id", ["imaging_datetime", "imaging_date"], None),
+    "ext.omics": ("sample_id", "person_id", ["sample_datetime", "sample_date"], None),
+}
+
+
+def ingest_floor(spark, lake: Path, out: Path) -> None:
+    """Every source row once, as one MEDS-shaped event, into a Delta table: no validation, no
+    concept lookup, no rejects. Less than any ingest can do and still write silver.events."""
+    from functools import reduce
+
+    from pyspark.sql import functions as F
+
+    from rdt_spark.ingest import EVENT_SOURCES
+
+    tables = dict(FLOOR_TABLES)
+    for s in EVENT_SOURCES:
+        tables[s.table] = (s.id_col, "person_id", list(s.time_cols), s.concept_col, s.value_col,
+                           s.text_col)
+    frames = []
+    for table, (row_id, person, times, concept, *value_text) in tables.items():
+        value, text = (value_text + [None, None])[:2]
+        schema, _, name = table.rpartition(".")
+        path = lake / (schema or "omop") / name
+        if not (path / "_delta_log").is_dir():
+            continue
+        df = spark.read.format("delta").load(str(path))
+        times = [F.col(c).cast("timestamp") for c in times if c in df.columns]
+        frames.append(df.select(
+            F.col(person).cast("long").alias("subject_id"),
+            (F.coalesce(*times) if times else F.lit(None).cast("timestamp")).alias("time"),
+            F.concat_ws("/", F.lit(table), F.col(concept).cast("string") if concept else F.lit(""))
+            .alias("code"),
+            (F.col(value).cast("float") if value else F.lit(None).cast("float")).alias("numeric_value"),
+            (F.col(text) if text else F.lit(None).cast("string")).alias("text_value"),
+            F.lit(table).alias("source_table"), F.col(row_id).cast("long").alias("source_row_id")))
+    (reduce(lambda a, b: a.unionByName(b), frames)
+     .write.format("delta").mode("overwrite").save(str(out)))
+
+
+def time_baseline(lake: Path, workdir: Path, spark_conf: dict, repeats: int,
+                  what: str = "group-sort") -> tuple[float, float]:
+    started = time.perf_counter()
     from rdt_spark.session import spark_session
 
-    spark = spark_session("local[*]", "scale-baseline", spark_conf)
-    out = workdir / f"baseline-{lake.name}"
+    spark = spark_session("local[*]", f"scale-{what}", spark_conf)
+    out = workdir / f"{what}-{lake.name}"
+    run = ingest_floor if what == "floor" else group_sort
     timings = []
     try:
         for _ in range(repeats + 1):  # the first run warms the JVM up and is not counted
-            (spark.read.format("delta").load(str(lake / "silver" / "events"))
-             .groupBy("subject_id")
-             .agg(F.sort_array(F.collect_list(F.struct("time", "code", "numeric_value"))).alias("events"))
-             .write.mode("overwrite").parquet(str(out)))
+            run(spark, lake, out)
             timings.append(time.perf_counter() - started)
             started = time.perf_counter()
     finally:
@@ -223,18 +282,26 @@ def measure(patients: int, args: argparse.Namespace, results: list[dict]) -> Non
                   flush=True)
     walls = {s["stage"]: s["wall_s"] for s in result["stages"]}
     pipeline_s = walls["ingest"] + walls["tokenize"] if {"ingest", "tokenize"} <= walls.keys() else None
-    baseline_s = as_run_s = None
+    baseline_s = as_run_s = floor_s = floor_as_run_s = None
     if events:
         say(f"N={patients}: baseline group-and-sort of silver.events ...")
         baseline_s, as_run_s = baseline(lake, Path(args.workdir).resolve(), args.config,
                                         args.repeats)
+        say(f"N={patients}: floor of an ingest (the source copied into one events table) ...")
+        floor_s, floor_as_run_s = baseline(lake, Path(args.workdir).resolve(), args.config,
+                                           args.repeats, "floor")
+    ratio = lambda b, p: b / p if b and p else None  # noqa: E731
     result.update({"ingest_tokenize_s": pipeline_s, "baseline_s": baseline_s,
-                   "ratio": baseline_s / pipeline_s if baseline_s and pipeline_s else None,
-                   "baseline_as_run_s": as_run_s,
-                   "ratio_as_run": as_run_s / pipeline_s if as_run_s and pipeline_s else None})
+                   "ratio": ratio(baseline_s, pipeline_s), "baseline_as_run_s": as_run_s,
+                   "ratio_as_run": ratio(as_run_s, pipeline_s), "floor_s": floor_s,
+                   "ceiling": ratio(baseline_s, floor_s and floor_s + baseline_s),
+                   "floor_as_run_s": floor_as_run_s,
+                   "ceiling_as_run": ratio(as_run_s, floor_as_run_s and floor_as_run_s + as_run_s)})
     print(f"N={patients} events={events} ingest+tokenize_s={_fmt(pipeline_s)} "
           f"baseline_s={_fmt(baseline_s)} ratio={_fmt(result['ratio'], 3)} "
-          f"baseline_as_run_s={_fmt(as_run_s)} ratio_as_run={_fmt(result['ratio_as_run'], 3)}",
+          f"baseline_as_run_s={_fmt(as_run_s)} ratio_as_run={_fmt(result['ratio_as_run'], 3)} "
+          f"floor_s={_fmt(floor_s)} ceiling={_fmt(result['ceiling'], 3)} "
+          f"floor_as_run_s={_fmt(floor_as_run_s)} ceiling_as_run={_fmt(result['ceiling_as_run'], 3)}",
           flush=True)
 
 
@@ -251,13 +318,16 @@ def main() -> None:
     parser.add_argument("--cores", type=int, default=os.cpu_count(), help="divisor of events/s/core")
     parser.add_argument("--json", help="also write every figure to this file")
     parser.add_argument("--baseline-of", help=argparse.SUPPRESS)  # internal: one size's baseline
+    parser.add_argument("--baseline-kind", default="group-sort", choices=["group-sort", "floor"],
+                        help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     from jobs.config import load_config  # the settings only: no torch, no Ray
 
     spark_conf = {k: str(v) for k, v in load_config(ROOT / args.config).spark.conf.items()}
     if args.baseline_of:
-        print(*time_baseline(Path(args.baseline_of), Path(args.workdir), spark_conf, args.repeats))
+        print(*time_baseline(Path(args.baseline_of), Path(args.workdir), spark_conf, args.repeats,
+                             args.baseline_kind))
         return
     ram_gb = int(Path("/proc/meminfo").read_text().split()[1]) / 2**20  # MemTotal, in kB
     machine = {"cores": os.cpu_count(), "ram_gb": round(ram_gb, 1), "cores_for_rates": args.cores}
