@@ -30,9 +30,10 @@ def run(cfg: Config, opts: NoOptions) -> dict:
     spark = context.spark(cfg)
     events = read_table(spark, cfg.lake, "silver.events")
     train_events = events.where(split_of(F.col("subject_id"), t.split_fractions) == "train")
-    write_table(conform(build_vocab(train_events, t.min_code_count, t.value_bins), GOLD_VOCAB),
-                cfg.lake, "gold.vocab")
-    vocab = read_table(spark, cfg.lake, "gold.vocab")
+    # build_vocab's frame holds the vocabulary in the driver (a local relation): the timelines
+    # use it as written, without reading gold.vocab back (a Delta snapshot and two jobs).
+    vocab = conform(build_vocab(train_events, t.min_code_count, t.value_bins), GOLD_VOCAB)
+    write_table(vocab, cfg.lake, "gold.vocab")
     version = vocab_version(vocab)
     log.info(f"gold.vocab {version}: {vocab.count():,} tokens")
     timelines = build_timelines(events, vocab, t.split_fractions, t.max_timeline_events,

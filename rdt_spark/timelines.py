@@ -26,7 +26,7 @@ dropped (dropped_events 1) and Visit/OP keeps its delta of 21915 days.
 
 from __future__ import annotations
 
-from pyspark.sql import Column, DataFrame
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from rdt_spark.columns import end_of_day, seconds
@@ -91,21 +91,23 @@ def ordered_timelines(tokens: DataFrame) -> DataFrame:
 
 
 def with_deltas(timelines: DataFrame) -> DataFrame:
-    """Adds ``delta`` (days since the previous event, 0 for the first) to every event struct.
+    """Adds ``deltas``, aligned with ``events``: days since the previous event, 0 for the first.
 
-    Events at [null, 2020-01-01, 2020-01-03 12:00] get deltas [0, 0, 2.5].
+    Events at [null, 2020-01-01, 2020-01-03 12:00] get deltas [0, 0, 2.5]. A separate array, not
+    a field added to each event struct: rebuilding every struct made the timelines of 10,000
+    patients take 10.7 s instead of 8.8 s (warm, median of 4).
     """
-    def delta(e: Column, i: Column) -> Column:
-        previous = F.col("events")[F.greatest(i - 1, F.lit(0))]["time"]
-        days = ((seconds(e["time"]) - seconds(previous)) / 86400.0).cast("float")
-        return e.withField("delta", F.when(i > 0, F.coalesce(days, F.lit(0.0))).otherwise(0.0)
-                           .cast("float"))
-
-    return timelines.withColumn("events", F.transform("events", delta))
+    times = F.col("events.time")
+    previous = F.concat(F.array(F.lit(None).cast("timestamp")),
+                        F.slice(times, 1, F.size(times) - 1))
+    days = lambda t, p: F.coalesce(  # noqa: E731  null next to a static fact (no time): 0
+        ((seconds(t) - seconds(p)) / 86400.0).cast("float"), F.lit(0.0).cast("float"))
+    return timelines.withColumn("deltas", F.zip_with(times, previous, days))
 
 
 def capped(timelines: DataFrame, max_events: int) -> DataFrame:
-    """Keeps statics and the newest ``max_events`` timed events; counts the rest in ``dropped_events``.
+    """Keeps statics and the newest ``max_events`` timed events (and their ``deltas``); counts the
+    rest in ``dropped_events``.
 
     Adds ``first_kept`` (time of the first kept timed event where events were dropped, else null).
     A timeline [static, t1, t2, t3] with max_events 2 becomes [static, t2, t3], dropped_events 1.
@@ -120,6 +122,7 @@ def capped(timelines: DataFrame, max_events: int) -> DataFrame:
                 F.col("dropped_events") > 0,
                 F.col("events")[F.col("_static") + F.col("dropped_events")]["time"]))
             .withColumn("events", F.filter("events", keep))
+            .withColumn("deltas", F.filter("deltas", keep))
             .drop("_static"))
 
 
@@ -136,7 +139,7 @@ def build_timelines(
     arrays = timelines.select(
         "subject_id", "dropped_events", "first_kept",
         F.col("events.token").alias("tokens"), F.col("events.age").alias("ages"),
-        F.col("events.delta").alias("deltas"), F.col("events.value").alias("values"),
+        "deltas", F.col("events.value").alias("values"),
         F.col("events.visit_id").alias("visit_ids"), F.col("events.time").alias("times"))
     predict_at = (prediction_times(events).groupBy("subject_id")
                   .agg(F.sort_array(F.collect_list("prediction_time")).alias("prediction_times")))
