@@ -45,6 +45,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -185,12 +186,21 @@ def group_sort(spark, lake: Path, out: Path) -> None:
      .write.mode("overwrite").parquet(str(out)))
 
 
-# Per source table: (row id, person, time columns (the first non-null wins), code column).
+class FloorTable(NamedTuple):
+    """Where one source table keeps what an event needs (the person is always ``person_id``)."""
+
+    row_id: str
+    times: tuple[str, ...]  # the first non-null wins
+    code: str | None = None
+    value: str | None = None
+    text: str | None = None
+
+
 FLOOR_TABLES = {
-    "person": ("person_id", "person_id", ["birth_datetime"], "gender_concept_id"),
-    "death": ("person_id", "person_id", ["death_datetime", "death_date"], None),
-    "ext.imaging": ("imaging_id", "person_id", ["imaging_datetime", "imaging_date"], None),
-    "ext.omics": ("sample_id", "person_id", ["sample_datetime", "sample_date"], None),
+    "person": FloorTable("person_id", ("birth_datetime",), "gender_concept_id"),
+    "death": FloorTable("person_id", ("death_datetime", "death_date")),
+    "ext.imaging": FloorTable("imaging_id", ("imaging_datetime", "imaging_date")),
+    "ext.omics": FloorTable("sample_id", ("sample_datetime", "sample_date")),
 }
 
 
@@ -203,27 +213,28 @@ def ingest_floor(spark, lake: Path, out: Path) -> None:
 
     from rdt_spark.ingest import EVENT_SOURCES
 
-    tables = dict(FLOOR_TABLES)
-    for s in EVENT_SOURCES:
-        tables[s.table] = (s.id_col, "person_id", list(s.time_cols), s.concept_col, s.value_col,
-                           s.text_col)
+    tables = {**FLOOR_TABLES, **{s.table: FloorTable(s.id_col, s.time_cols, s.concept_col,
+                                                     s.value_col, s.text_col)
+                                 for s in EVENT_SOURCES}}
+
+    def column(name: str | None, kind: str):
+        return F.col(name).cast(kind) if name else F.lit(None).cast(kind)
+
     frames = []
-    for table, (row_id, person, times, concept, *value_text) in tables.items():
-        value, text = (value_text + [None, None])[:2]
+    for table, where in tables.items():
         schema, _, name = table.rpartition(".")
         path = lake / (schema or "omop") / name
         if not (path / "_delta_log").is_dir():
             continue
         df = spark.read.format("delta").load(str(path))
-        times = [F.col(c).cast("timestamp") for c in times if c in df.columns]
+        times = [F.col(c).cast("timestamp") for c in where.times if c in df.columns]
         frames.append(df.select(
-            F.col(person).cast("long").alias("subject_id"),
+            F.col("person_id").cast("long").alias("subject_id"),
             (F.coalesce(*times) if times else F.lit(None).cast("timestamp")).alias("time"),
-            F.concat_ws("/", F.lit(table), F.col(concept).cast("string") if concept else F.lit(""))
-            .alias("code"),
-            (F.col(value).cast("float") if value else F.lit(None).cast("float")).alias("numeric_value"),
-            (F.col(text) if text else F.lit(None).cast("string")).alias("text_value"),
-            F.lit(table).alias("source_table"), F.col(row_id).cast("long").alias("source_row_id")))
+            F.concat_ws("/", F.lit(table), column(where.code, "string")).alias("code"),
+            column(where.value, "float").alias("numeric_value"),
+            column(where.text, "string").alias("text_value"),
+            F.lit(table).alias("source_table"), F.col(where.row_id).cast("long").alias("source_row_id")))
     (reduce(lambda a, b: a.unionByName(b), frames)
      .write.format("delta").mode("overwrite").save(str(out)))
 
